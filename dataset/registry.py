@@ -1,0 +1,49 @@
+"""Dataset keys, as named in the original code, and where their roots come from.
+
+Evaluation sets: ``dv2016val``, ``dv2017val``, ``yt2018jjval``, ``yt2018val``, ``yt2018valAll``.
+Roots come from ``--davis-root`` / ``--ytvos-root``, defaulting to the ``DAVIS_ROOT`` / ``YTVOS_ROOT``
+environment variables; never from paths written in code.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Union
+from typing import Sequence as Seq
+
+from dataset.davis import DAVISDataset
+from dataset.youtubevos import YouTubeVOSDataset
+from lib.errors import ConfigError
+
+EVAL_DATASETS = {
+    # key: (family, split)
+    "dv2016val": ("davis2016", "val"),
+    "dv2017val": ("davis2017", "val"),
+    "yt2018jjval": ("ytvos", "jjval"),
+    "yt2018val": ("ytvos", "valid"),
+    "yt2018valAll": ("ytvos", "valid_all"),
+}
+SCORED_DATASETS = ("dv2016val", "dv2017val", "yt2018jjval")
+
+
+def resolve_root(flag_value: Optional[str], env_var: str, what: str) -> str:
+    """The dataset root from its flag, else from the environment variable, else a clear error."""
+    value = flag_value or os.environ.get(env_var)
+    if not value:
+        flag = "--davis-root" if env_var == "DAVIS_ROOT" else "--ytvos-root"
+        raise ConfigError(f"no {what} root given: pass {flag} DIR or set {env_var}")
+    return value
+
+
+def open_eval_dataset(key: str, davis_root: Optional[str] = None, ytvos_root: Optional[str] = None,
+                      sequences: Optional[Seq[str]] = None, split_list: Optional[str] = None,
+                      ) -> Union[DAVISDataset, YouTubeVOSDataset]:
+    """The evaluation dataset named ``key`` (see :data:`EVAL_DATASETS`)."""
+    if key not in EVAL_DATASETS:
+        raise ConfigError(f"unknown dataset {key!r}; choose from {', '.join(EVAL_DATASETS)}")
+    family, split = EVAL_DATASETS[key]
+    if family.startswith("davis"):
+        root = resolve_root(davis_root, "DAVIS_ROOT", "DAVIS")
+        return DAVISDataset(root, year=int(family[-4:]), split=split, sequences=sequences)
+    root = resolve_root(ytvos_root, "YTVOS_ROOT", "YouTube-VOS")
+    return YouTubeVOSDataset(root, split=split, split_list=split_list, sequences=sequences)

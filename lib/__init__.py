@@ -1,0 +1,1 @@
+"""Inference engine, metrics, FLOP accounting, checkpoints and file I/O."""

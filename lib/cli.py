@@ -1,0 +1,39 @@
+"""Shared command-line plumbing: dataset-root flags and one-line user errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Optional, Sequence
+
+from lib.errors import ReuseVOSError
+
+
+def add_dataset_root_flags(parser: argparse.ArgumentParser) -> None:
+    """``--davis-root`` / ``--ytvos-root`` (defaults: the DAVIS_ROOT / YTVOS_ROOT variables)."""
+    parser.add_argument("--davis-root", default=None, metavar="DIR",
+                        help="DAVIS root (JPEGImages/, Annotations/, ImageSets/); default: $DAVIS_ROOT")
+    parser.add_argument("--ytvos-root", default=None, metavar="DIR",
+                        help="YouTube-VOS 2018 root (train/, valid/, ...); default: $YTVOS_ROOT")
+
+
+def parse_sequence_list(value: Optional[str]) -> Optional[list]:
+    """``a,b,c`` -> ['a', 'b', 'c']; None stays None."""
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("--sequences needs at least one name")
+    return names
+
+
+def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``main``; a :class:`ReuseVOSError` becomes one line on stderr and exit status 2."""
+    try:
+        return main(argv)
+    except ReuseVOSError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

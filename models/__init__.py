@@ -1,0 +1,1 @@
+"""Networks of G-FRTM: plain nn.Modules, no file I/O."""

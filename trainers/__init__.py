@@ -1,0 +1,1 @@
+"""Losses, the training loop, the target-model cache and distributed helpers."""
