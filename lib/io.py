@@ -22,6 +22,9 @@ from lib.errors import DatasetError
 
 PathLike = Union[str, Path]
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def davis_palette() -> np.ndarray:
     """The DAVIS palette, (256, 3) uint8: the PASCAL VOC bit-interleaving colour map.
@@ -125,6 +128,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

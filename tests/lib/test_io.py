@@ -27,6 +27,7 @@ def test_palette_png_round_trip(tmp_path):
     assert img.getpalette()[:9] == [0, 0, 0, 128, 0, 0, 0, 128, 0]
     assert np.array_equal(read_index_png(path), ids)
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp file left
+    assert path.stat().st_mode & 0o044 == 0o044  # readable by others, not mkstemp's 0600
 
 
 def test_bundled_annotation_uses_the_same_palette():
