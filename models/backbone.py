@@ -1,0 +1,160 @@
+"""Frozen ResNet feature extractor (the official ``ResnetFeatureExtractor``).
+
+The feature keys follow the official code, which is shifted by one against torchvision's stage names:
+
+==========  ==================================  ======  =====  ======
+key         torchvision op producing it         stride  RN18   RN101
+==========  ==================================  ======  =====  ======
+``layer1``  conv1 + bn1 + relu + maxpool        4       64     64
+``layer2``  ``resnet.layer1`` ("f4")            4       64     256
+``layer3``  ``resnet.layer2`` ("f8")            8       128    512
+``layer4``  ``resnet.layer3`` ("f16")           16      256    1024
+``layer5``  ``resnet.layer4`` ("f32")           32      512    2048
+==========  ==================================  ======  =====  ======
+
+Spatial sizes: each stride-2 step gives ``ceil(h / 2)``; e.g. 480x854 -> layer3 60x107, layer4 30x54.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Mapping
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from lib.errors import CheckpointError, ConfigError
+
+FEATURE_CHANNELS: Mapping[str, Mapping[str, int]] = {
+    "resnet18": {"layer1": 64, "layer2": 64, "layer3": 128, "layer4": 256, "layer5": 512},
+    "resnet101": {"layer1": 64, "layer2": 256, "layer3": 512, "layer4": 1024, "layer5": 2048},
+}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_BUILDERS = {
+    "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
+    "resnet101": (torchvision.models.resnet101, torchvision.models.ResNet101_Weights.IMAGENET1K_V1),
+}
+
+
+def imagenet_weights_file(name: str) -> Path:
+    """Where torchvision's hub cache keeps the ImageNet weights of ``name`` (the file may not exist).
+
+    That is ``<torch.hub.get_dir()>/checkpoints/<file name of the weights URL>``, i.e. by default
+    ``$TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth`` for ResNet-18.
+    """
+    weights = _BUILDERS[name][1]
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+
+
+def _build_resnet(name: str, weights: str) -> torchvision.models.ResNet:
+    """A torchvision ResNet without ``avgpool``/``fc`` with the requested weights; never downloads."""
+    builder, imagenet = _BUILDERS[name]
+    if weights == "imagenet":
+        cached = imagenet_weights_file(name)
+        if not cached.is_file():
+            raise ConfigError(
+                f"ImageNet weights for {name} not found: expected the file {cached.name} at {cached} "
+                f"(torchvision hub cache, i.e. $TORCH_HOME/hub/checkpoints; TORCH_HOME is currently "
+                f"{Path(torch.hub.get_dir()).parent}). Download {imagenet.url} on a machine with internet "
+                "access and place it there, or run with --pretrained none (random backbone weights)."
+            )
+    # The random init is drawn here, first thing, in every case (the imagenet/file weights overwrite it).
+    net = builder(weights=imagenet if weights == "imagenet" else None)
+    del net.avgpool, net.fc
+    if weights not in ("none", "imagenet"):
+        _load_resnet_file(net, Path(weights))
+    return net
+
+
+def _load_resnet_file(net: torchvision.models.ResNet, path: Path) -> None:
+    """Load a torchvision-format ResNet state dict file into ``net`` (its ``fc.*`` keys are ignored)."""
+    if not path.is_file():
+        raise CheckpointError("backbone weights file not found (expected 'none', 'imagenet' or a path to a "
+                              "torchvision ResNet state dict)", path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot read backbone weights ({err.__class__.__name__}); expected a "
+                              "torchvision ResNet state dict saved with torch.save", path) from None
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError("backbone weights file is not a state dict of tensors", path)
+    try:
+        net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=True)
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).strip().splitlines()]
+        raise CheckpointError("backbone weights do not match torchvision's architecture: "
+                              + " ".join(lines[:3]), path) from None
+
+
+class FeatureExtractor(nn.Module):
+    """Frozen torchvision ResNet that returns the official feature dict.
+
+    Args:
+        name: ``'resnet18'`` or ``'resnet101'``.
+        weights: ``'none'`` (random init, drawn by torchvision first thing in this constructor, so
+            ``torch.manual_seed(s)`` right before it reproduces ``resnetXX(weights=None)``),
+            ``'imagenet'`` (``IMAGENET1K_V1`` from the local torchvision hub cache only, never
+            downloaded) or a path to a torchvision-format ResNet state dict file.
+
+    The network is always in eval mode (BatchNorm uses running statistics, ``train()`` is a no-op) and
+    no parameter requires a gradient. ``avgpool`` and ``fc`` are removed.
+    """
+
+    def __init__(self, name: str = "resnet18", weights: str = "none"):
+        if name not in _BUILDERS:
+            raise ConfigError(f"unknown backbone {name!r}; choose one of {sorted(_BUILDERS)}")
+        net = _build_resnet(name, str(weights))
+        super().__init__()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self.name = name
+        self.resnet = net
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        # Fused normalisation x * (1/255/std) + (-mean/std), exactly as the official code computes it.
+        self.register_buffer("_scale", 1 / 255 / std, persistent=False)
+        self.register_buffer("_shift", -mean / std, persistent=False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        """The backbone is frozen: it stays in eval mode whatever ``mode`` is."""
+        return super().train(False)
+
+    @property
+    def channels(self) -> Dict[str, int]:
+        """Channel count per feature key, e.g. ``{'layer1': 64, ..., 'layer5': 512}`` for RN18."""
+        return dict(FEATURE_CHANNELS[self.name])
+
+    def normalize(self, image: Tensor) -> Tensor:
+        """(B,3,H,W) RGB in 0..255 (uint8 or float) -> (B,3,H,W) float, ImageNet-normalised."""
+        return image.to(self._scale.dtype) * self._scale + self._shift
+
+    def forward_f8(self, image: Tensor) -> Dict[str, Tensor]:
+        """Stem to stride 8 (official ``get_F8``).
+
+        (B,3,H,W) RGB 0..255 -> ``layer1`` (B,64,H4,W4), ``layer2`` (B,C2,H4,W4), ``layer3`` (B,C3,H8,W8).
+        """
+        r = self.resnet
+        x = self.normalize(image)
+        layer1 = r.maxpool(r.relu(r.bn1(r.conv1(x))))
+        layer2 = r.layer1(layer1)
+        layer3 = r.layer2(layer2)
+        return {"layer1": layer1, "layer2": layer2, "layer3": layer3}
+
+    def forward_deep(self, layer3: Tensor) -> Dict[str, Tensor]:
+        """Deep stages (official ``get_F32``): ``layer3`` (B,C3,H8,W8) -> ``layer4`` (B,C4,H16,W16),
+        ``layer5`` (B,C5,H32,W32)."""
+        layer4 = self.resnet.layer3(layer3)
+        layer5 = self.resnet.layer4(layer4)
+        return {"layer4": layer4, "layer5": layer5}
+
+    def forward(self, image: Tensor) -> Dict[str, Tensor]:
+        """(B,3,H,W) RGB 0..255 -> dict of all five feature maps ``layer1`` .. ``layer5``."""
+        feats = self.forward_f8(image)
+        feats.update(self.forward_deep(feats["layer3"]))
+        return feats

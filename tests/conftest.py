@@ -1,0 +1,40 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict
+
+import pytest
+import torch
+
+from models.backbone import FEATURE_CHANNELS
+
+
+def _feature_grid(height: int, width: int) -> Dict[str, tuple]:
+    """(h, w) of each feature key for an image of height x width (every stride-2 step is a ceil)."""
+    h, w = math.ceil(math.ceil(height / 2) / 2), math.ceil(math.ceil(width / 2) / 2)
+    grid = {"layer1": (h, w), "layer2": (h, w)}
+    for key in ("layer3", "layer4", "layer5"):
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+        grid[key] = (h, w)
+    return grid
+
+
+@pytest.fixture
+def feature_grid() -> Callable[[int, int], Dict[str, tuple]]:
+    """The function (H, W) -> {key: (h, w)} of backbone feature sizes."""
+    return _feature_grid
+
+
+@pytest.fixture
+def random_features() -> Callable[..., Dict[str, torch.Tensor]]:
+    """Factory: random backbone-shaped features ``layer1`` .. ``layer5`` for (ftext, batch, H, W, seed)."""
+
+    def make(ftext: str = "resnet18", batch: int = 1, height: int = 64, width: int = 112,
+             seed: int = 0) -> Dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        return {key: torch.randn(batch, FEATURE_CHANNELS[ftext][key], *size, generator=gen).relu()
+                for key, size in _feature_grid(height, width).items()}
+
+    return make

@@ -1,0 +1,102 @@
+"""SegmentationNetwork: structure, parameter counts, split API and shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.backbone import FEATURE_CHANNELS
+from models.refiner import LAYERS, SegmentationNetwork, resize
+
+HEIGHT, WIDTH = 64, 112
+
+TSE_PARAMS = {
+    "resnet18": {"layer5": 150_676, "layer4": 134_292, "layer3": 126_100, "layer2": 122_004},
+    "resnet101": {"layer5": 248_980, "layer4": 183_444, "layer3": 150_676, "layer2": 134_292},
+}
+REFINER_PARAMS = {"resnet18": 1_619_057, "resnet101": 1_803_377}
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.fixture(scope="module")
+def refiner() -> SegmentationNetwork:
+    torch.manual_seed(0)
+    return SegmentationNetwork(FEATURE_CHANNELS["resnet18"]).eval()
+
+
+def _score(batch: int, grid: tuple, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 1, *grid, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("ftext", ["resnet18", "resnet101"])
+def test_parameter_counts(ftext):
+    net = SegmentationNetwork(FEATURE_CHANNELS[ftext])
+    assert _count(net) == REFINER_PARAMS[ftext]
+    assert {L: _count(net.TSE[L]) for L in LAYERS} == TSE_PARAMS[ftext]
+    for L in LAYERS:
+        assert _count(net.RRB1[L]) == _count(net.RRB2[L]) == 78_080
+        assert _count(net.CAB[L]) == 12_416
+    assert _count(net.Diff_process) == 392_928
+    assert _count(net.project) == 18_753
+
+
+def test_structure_matches_official_names(refiner):
+    assert [name for name, _ in refiner.named_children()] == ["TSE", "RRB1", "CAB", "RRB2", "Diff_process",
+                                                              "project"]
+    for block in (refiner.TSE, refiner.RRB1, refiner.CAB, refiner.RRB2):
+        assert list(block.keys()) == ["layer5", "layer4", "layer3", "layer2"]
+    keys = list(refiner.state_dict())
+    assert keys[0] == "TSE.layer5.reduce.0.weight"
+    assert "Diff_process.conv_multi.convBlend.weight" in keys and "Diff_process.postRBB.bblock.3.weight" in keys
+    assert keys[-4:] == ["project.conv1.weight", "project.conv1.bias", "project.conv2.weight", "project.conv2.bias"]
+    assert refiner.Diff_process.conv_multi.conv3.dilation == (3, 3)
+    assert refiner.Diff_process.conv_multi.conv3.padding == (3, 3)
+
+
+def test_split_api_shapes_and_full_path(refiner, random_features, feature_grid):
+    feats = random_features(batch=2, height=HEIGHT, width=WIDTH)
+    grid = feature_grid(HEIGHT, WIDTH)
+    score16 = _score(2, grid["layer4"])
+    with torch.no_grad():
+        x16 = refiner.deep(score16, feats["layer5"], feats["layer4"])
+        assert x16.shape == (2, 64, *grid["layer4"])
+        translated = refiner.translate(x16, _score(2, grid["layer4"], seed=2))
+        assert translated.shape == x16.shape
+        pre_up = refiner.shallow_features(x16, score16, feats["layer3"], feats["layer2"])
+        assert pre_up.shape == (2, 64, *grid["layer2"])
+        logits = refiner.shallow(x16, score16, feats["layer3"], feats["layer2"], (HEIGHT, WIDTH))
+        assert logits.shape == (2, 1, HEIGHT, WIDTH)
+        assert torch.equal(refiner.project(pre_up, (HEIGHT, WIDTH)), logits)
+        assert torch.equal(refiner(score16, feats, (HEIGHT, WIDTH)), logits)
+
+
+def test_shared_features_equal_per_object_runs(refiner, random_features, feature_grid):
+    """Features of one frame (batch 1) shared by two objects' scores give the per-object results."""
+    feats = random_features(batch=1, height=HEIGHT, width=WIDTH)
+    scores = _score(2, feature_grid(HEIGHT, WIDTH)["layer4"])
+    with torch.no_grad():
+        shared = refiner(scores, feats, (HEIGHT, WIDTH))
+        separate = torch.cat([refiner(scores[i:i + 1], feats, (HEIGHT, WIDTH)) for i in range(2)])
+    torch.testing.assert_close(shared, separate, rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_reach_every_parameter(random_features, feature_grid):
+    torch.manual_seed(0)
+    net = SegmentationNetwork(FEATURE_CHANNELS["resnet18"]).train()
+    feats = random_features(batch=2, height=32, width=48)
+    grid = feature_grid(32, 48)
+    score16 = _score(2, grid["layer4"])
+    x16 = net.translate(net.deep(score16, feats["layer5"], feats["layer4"]), _score(2, grid["layer4"], 3))
+    net.shallow(x16, score16, feats["layer3"], feats["layer2"], (32, 48)).sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_resize_skips_same_size_and_is_bilinear():
+    x = torch.arange(12.0).view(1, 1, 3, 4)
+    assert resize(x, (3, 4)) is x
+    up = resize(x, (6, 8))
+    torch.testing.assert_close(up, torch.nn.functional.interpolate(x, (6, 8), mode="bilinear",
+                                                                   align_corners=False))
