@@ -1,11 +1,17 @@
-"""Evaluate semi-supervised VOS predictions.
+"""Evaluate G-FRTM on DAVIS / YouTube-VOS, or score existing predictions.
 
-Scoring mode (any method's existing predictions, no model)::
+Run the model for one or more reuse thresholds tau (one run each, one command)::
 
-    python evaluate.py --score PRED_DIR --dset dv2016val --davis-root ROOT [--sequences a,b]
+    python evaluate.py --dset dv2017val --davis-root DAVIS --model weights/gfrtm_rn18.pth \\
+        --TH 1.0 0.9 0.7 0.5 --out results/rn18 [--policy gate] [--dev cuda:0] [--sequences a,b]
 
-reads ``PRED_DIR/<sequence>/<frame>.png`` (palette PNGs of object ids), scores them with the official
-DAVIS protocol, prints a table and writes ``summary.json`` into PRED_DIR (or ``--out DIR``).
+writes palette PNGs ``OUT/tau_<v>/<seq>/<frame>.png``, ``OUT/summary.json`` (J&F where ground truth
+exists, FPS, reuse rate, GFLOPs per frame) and prints a table per tau. Finished sequences are not
+recomputed when the command is run again (``--overwrite`` recomputes).
+
+Score any method's existing predictions (no model)::
+
+    python evaluate.py --score PRED_DIR --dset dv2016val --davis-root ROOT [--out DIR]
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
+
 from dataset.registry import EVAL_DATASETS, SCORED_DATASETS, open_eval_dataset
 from lib.cli import add_dataset_root_flags, parse_sequence_list, run_cli
 from lib.errors import ConfigError
+from lib.policies import POLICIES, PolicyConfig
 from lib.summary import score_run, write_summary
 
 
@@ -27,30 +36,103 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataset_root_flags(parser)
     parser.add_argument("--sequences", type=parse_sequence_list, default=None, metavar="A,B",
                         help="only these sequences of the dataset")
+    parser.add_argument("--split-list", metavar="FILE", default=None,
+                        help="video list of yt2018jjval (default: the shipped 300-video jjval list)")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="output folder (default results/<dset>-<model>-<policy>; with --score: "
+                             "where summary.json goes, default the prediction folder)")
     parser.add_argument("--score", metavar="PRED_DIR", default=None,
                         help="score existing predictions PRED_DIR/<seq>/<frame>.png; no model is run")
-    parser.add_argument("--out", metavar="DIR", default=None,
-                        help="folder for summary.json (default: the prediction folder)")
     parser.add_argument("--workers", type=int, default=1, help="processes used for scoring")
+
+    model = parser.add_argument_group("running the model")
+    model.add_argument("--model", metavar="PATH", help="G-FRTM checkpoint (project, official or FRTM format)")
+    model.add_argument("--trust-checkpoint", action="store_true",
+                       help="allow loading official training checkpoints that pickle Python objects "
+                            "(only for files from a trusted source)")
+    model.add_argument("--ftext", choices=["resnet18", "resnet101"], default=None,
+                       help="backbone (default: detected from the checkpoint)")
+    model.add_argument("--pretrained", default="imagenet", metavar="imagenet|none|PATH",
+                       help="backbone weights: torchvision's ImageNet weights from the TORCH_HOME cache, "
+                            "random ('none'), or a torchvision-format state dict file")
+    model.add_argument("--dev", default=None, help="device, e.g. cpu or cuda:0 (default: cuda:0 if available)")
+    model.add_argument("--TH", "--tau", dest="taus", type=float, nargs="+", default=[0.7], metavar="TAU",
+                       help="reuse thresholds: reuse iff P_gate > tau; several values give several runs")
+    model.add_argument("--policy", choices=POLICIES, default="gate", help="reuse policy (see README)")
+    model.add_argument("--TH2", type=float, default=None, help="copy threshold of --policy fusion (> tau)")
+    model.add_argument("--every-k", type=int, default=2, metavar="K", help="compute period of --policy every-k")
+    model.add_argument("--tm-iters", choices=["fast", "full"], default="fast",
+                       help="target-model GN/CG iterations: the official evaluation's fast mode "
+                            "(init 5,10,10,10; update 5) or the full one (init 5,10,10,10,10; update 10)")
+    model.add_argument("--amp", choices=["bf16"], default=None, help="bf16 autocast for the networks")
+    model.add_argument("--seed", type=int, default=0, help="seed of target-model init and augmentation")
+    model.add_argument("--no-flops", action="store_true", help="do not measure FLOPs")
+    model.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    model.add_argument("--overwrite", action="store_true", help="recompute sequences finished earlier")
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.score is None:
-        raise ConfigError("nothing to do: pass --score PRED_DIR (running the model comes with --model)")
+def score_mode(args) -> int:
     if args.dset not in SCORED_DATASETS:
         raise ConfigError(f"{args.dset} has no public ground truth; scoring works on {', '.join(SCORED_DATASETS)}")
     pred_dir = Path(args.score)
     if not pred_dir.is_dir():
         raise ConfigError(f"prediction folder not found: {pred_dir}")
-    dataset = open_eval_dataset(args.dset, args.davis_root, args.ytvos_root, args.sequences)
+    dataset = open_eval_dataset(args.dset, args.davis_root, args.ytvos_root, args.sequences, args.split_list)
     run, table = score_run(list(dataset), pred_dir, tau=None, workers=args.workers)
     print(table)
     out_dir = Path(args.out) if args.out else pred_dir
     path = write_summary(out_dir / "summary.json", args.dset, [run])
     print(f"wrote {path}")
     return 0
+
+
+def model_mode(args) -> int:
+    from lib.checkpoint import build_model_from_checkpoint
+    from lib.evaluation import RunSpec, check_thresholds, format_runs, run_dataset
+    from lib.tracker import Tracker, TrackerConfig
+    from models.backbone import FeatureExtractor
+    from models.target_model import TargetModelConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.dev or ("cuda:0" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--dev {args.dev}: CUDA is not available on this machine (use --dev cpu)")
+    taus = check_thresholds(args.taus, args.policy)
+    dataset = open_eval_dataset(args.dset, args.davis_root, args.ytvos_root, args.sequences, args.split_list)
+    sequences = list(dataset)
+    model, report = build_model_from_checkpoint(args.model, trust=args.trust_checkpoint, ftext=args.ftext,
+                                                device=device)
+    print(report)
+    backbone = FeatureExtractor(model.ftext, args.pretrained)
+    if args.pretrained == "none":
+        print("backbone: RANDOM weights (--pretrained none); results are not meaningful accuracy figures")
+    target = TargetModelConfig.eval_fast() if args.tm_iters == "fast" else TargetModelConfig.eval_full()
+    out_dir = Path(args.out or f"results/{args.dset}-{Path(args.model).stem}-{args.policy}")
+    scored = args.dset in SCORED_DATASETS
+    runs = []
+    for tau in taus:
+        policy = PolicyConfig(args.policy, tau, args.TH2, args.every_k)
+        tracker = Tracker(model, backbone, TrackerConfig(policy, target, args.seed, args.amp), device,
+                          count_flops=not args.no_flops)
+        spec = RunSpec(args.dset, policy.label(), tau, out_dir, scored,
+                       submission_zip=args.dset in ("yt2018val", "yt2018valAll"), overwrite=args.overwrite)
+        runs.append(run_dataset(tracker, sequences, spec))
+        print(format_runs(args.dset, runs[-1:]))
+    path = write_summary(out_dir / "summary.json", args.dset, runs)
+    print(format_runs(args.dset, runs))
+    print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.score is not None:
+        return score_mode(args)
+    if args.model is None:
+        raise ConfigError("pass --model PATH to run G-FRTM, or --score PRED_DIR to score existing predictions")
+    return model_mode(args)
 
 
 if __name__ == "__main__":

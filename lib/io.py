@@ -64,7 +64,7 @@ def _open_image(path: PathLike) -> Image.Image:
 def read_image_rgb(path: PathLike) -> np.ndarray:
     """An image file as an (H, W, 3) uint8 RGB array."""
     img = _open_image(path)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return np.array(img.convert("RGB"), dtype=np.uint8)
 
 
 def image_size(path: PathLike) -> Tuple[int, int]:

@@ -1,0 +1,192 @@
+"""Evaluation runs: track a dataset for one or more thresholds, write masks, measure, score.
+
+Layout of an evaluation folder ``OUT``::
+
+    OUT/summary.json                    one run per tau (schema in lib/summary.py, extended below)
+    OUT/tau_<v>/<seq>/<frame>.png       palette PNGs of object ids, original resolution
+    OUT/tau_<v>/progress.json           finished sequences and their measurements (resume)
+    OUT/tau_<v>_submission.zip          YouTube-VOS valid sets: Annotations/<vid>/<frame>.png
+
+Measurements added to each run of summary.json (and to each of its sequences):
+
+* ``fps``: frames / processing time over the whole dataset, object initialisation (first-frame
+  augmentation and target-model optimisation) included; image reading and PNG writing excluded.
+* ``fps_tracking``: tracked frames / their processing time, all initialisation work excluded.
+* ``reuse_rate``: reused object-frames / tracked object-frames (initialisation frames excluded).
+* ``reuse_rate_official``: the original code's figure: per object, reuses / frames from its start
+  frame on, the start frame counted as a reuse; averaged over objects.
+* ``gflops_per_frame``: FLOPs measured with torch.utils.flop_counter over the run (initialisation and
+  target-model optimisation included) / frames.
+* ``frames``, ``policy``, and ``tau``.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List
+from typing import Sequence as Seq
+
+from tqdm import tqdm
+
+from dataset.sequence import Sequence
+from lib.errors import ConfigError
+from lib.io import atomic_path, atomic_write_json, write_index_png
+from lib.metrics import METRIC_KEYS, format_table, score_prediction_folder, summarize
+from lib.tracker import FrameOutput, SequenceStats, Tracker
+
+PROGRESS_FILE = "progress.json"
+PATH_CODES = {"compute": "C", "translate": "T", "copy": "P"}
+
+
+def tau_dirname(tau: float) -> str:
+    """``tau_0.7``, ``tau_1``, ``tau_-1``."""
+    return f"tau_{tau:g}"
+
+
+@dataclass
+class RunSpec:
+    """One evaluation run: a dataset, a policy label, a threshold and where to write."""
+
+    dataset: str
+    policy: str
+    tau: float
+    out_dir: Path
+    scored: bool
+    submission_zip: bool
+    overwrite: bool = False
+
+
+def sequence_record(stats: SequenceStats, flops: int) -> Dict[str, object]:
+    """The measurements of one finished sequence, as stored in progress.json."""
+    objects = {}
+    for obj_id, obj in stats.objects.items():
+        frames = sorted(obj.paths)
+        objects[str(obj_id)] = {
+            "start": obj.start_index,
+            "paths": "".join(PATH_CODES[obj.paths[i].value] for i in frames),
+            "first_tracked": frames[0] if frames else None,
+            "p_reuse": [round(obj.p_reuse[i], 6) for i in frames if i in obj.p_reuse],
+        }
+    return {"frames": stats.frames, "seconds": stats.seconds, "init_seconds": stats.init_seconds,
+            "tracked_frames": stats.tracked_frames, "tracking_seconds": stats.tracking_seconds,
+            "flops": flops, "objects": objects}
+
+
+def speed_and_reuse(records: List[Dict[str, object]]) -> Dict[str, float]:
+    """fps, fps_tracking, reuse rates, GFLOPs/frame and frames over some sequence records."""
+    frames = sum(r["frames"] for r in records)
+    seconds = sum(r["seconds"] for r in records)
+    tracked = sum(r["tracked_frames"] for r in records)
+    tracking_seconds = sum(r["tracking_seconds"] for r in records)
+    paths = [o["paths"] for r in records for o in r["objects"].values()]
+    object_frames = sum(len(p) for p in paths)
+    reused = sum(len(p) - p.count("C") for p in paths)
+    # Official: per object, (reuses + the start frame) / (tracked frames + the start frame).
+    official = [(len(p) - p.count("C") + 1) / (len(p) + 1) for p in paths]
+    return {
+        "fps": frames / seconds if seconds > 0 else float("nan"),
+        "fps_tracking": tracked / tracking_seconds if tracking_seconds > 0 else float("nan"),
+        "reuse_rate": reused / object_frames if object_frames else 0.0,
+        "reuse_rate_official": sum(official) / len(official) if official else 0.0,
+        "gflops_per_frame": sum(r["flops"] for r in records) / frames * 1e-9 if frames else 0.0,
+        "frames": frames,
+    }
+
+
+class ProgressFile:
+    """progress.json of one run folder: finished sequences and their records (written atomically)."""
+
+    def __init__(self, run_dir: Path, reset: bool):
+        self.path = run_dir / PROGRESS_FILE
+        self.records: Dict[str, Dict[str, object]] = {}
+        if self.path.is_file() and not reset:
+            try:
+                self.records = json.loads(self.path.read_text())["sequences"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                self.records = {}  # unreadable: everything is recomputed
+
+    def finished(self, seq: Sequence, run_dir: Path) -> bool:
+        """Recorded as finished and every PNG it must have is present."""
+        return seq.name in self.records and all((run_dir / seq.name / f"{f}.png").is_file()
+                                                for f in seq.save_frames)
+
+    def add(self, name: str, record: Dict[str, object]) -> None:
+        self.records[name] = record
+        atomic_write_json(self.path, {"sequences": self.records})
+
+
+def run_dataset(tracker: Tracker, sequences: Seq[Sequence], spec: RunSpec,
+                log: Callable[[str], None] = print) -> Dict[str, object]:
+    """Track every sequence for one threshold; returns the run entry of summary.json."""
+    run_dir = spec.out_dir / tau_dirname(spec.tau)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    progress = ProgressFile(run_dir, reset=spec.overwrite)
+    bar = tqdm(sequences, desc=f"{spec.policy} tau={spec.tau:g}", unit="seq", dynamic_ncols=True)
+    for seq in bar:
+        bar.set_postfix_str(seq.name)
+        if progress.finished(seq, run_dir):
+            continue
+        save = set(seq.save_frames)
+        frame_bar = tqdm(total=len(seq), desc=seq.name, unit="frame", leave=False, dynamic_ncols=True)
+
+        def write(out: FrameOutput, seq=seq, save=save, frame_bar=frame_bar) -> None:
+            frame = seq.frames[out.index]
+            if frame in save:
+                write_index_png(run_dir / seq.name / f"{frame}.png", out.labels)
+            frame_bar.update(1)
+
+        flops_before = tracker.flops.total
+        stats = tracker.run_sequence(seq, on_frame=write)
+        frame_bar.close()
+        progress.add(seq.name, sequence_record(stats, tracker.flops.total - flops_before))
+
+    records = [progress.records[s.name] for s in sequences]
+    run: Dict[str, object] = {"tau": spec.tau, "policy": spec.policy}
+    per_seq = {s.name: speed_and_reuse([progress.records[s.name]]) for s in sequences}
+    if spec.scored:
+        summary = summarize(score_prediction_folder(sequences, run_dir))
+        run.update({k: summary[k] for k in METRIC_KEYS})
+        run["objects"] = summary["objects"]
+        for name, row in summary["sequences"].items():
+            per_seq[name].update(row)
+        log(format_table(summary, f"{spec.dataset} {spec.policy} tau={spec.tau:g}"))
+    run.update(speed_and_reuse(records))
+    run["sequences"] = per_seq
+    if spec.submission_zip:
+        run["submission"] = str(write_submission_zip(run_dir, sequences,
+                                                     spec.out_dir / f"{tau_dirname(spec.tau)}_submission.zip"))
+    return run
+
+
+def write_submission_zip(run_dir: Path, sequences: Seq[Sequence], path: Path) -> Path:
+    """Zip ``Annotations/<vid>/<frame>.png`` (the YouTube-VOS server's layout), atomically."""
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for seq in sequences:
+                for frame in seq.save_frames:
+                    zf.write(run_dir / seq.name / f"{frame}.png", f"Annotations/{seq.name}/{frame}.png")
+    return path
+
+
+def format_runs(dataset: str, runs: List[Dict[str, object]]) -> str:
+    """One line per run: policy, tau, J&F, J, F, FPS, fps_tracking, reuse rate, GFLOPs/frame."""
+    lines = [f"{dataset}: {'policy':<10} {'tau':>6} {'J&F':>7} {'J':>7} {'F':>7} {'FPS':>7} "
+             f"{'FPS trk':>7} {'reuse':>6} {'GFLOPs/fr':>9}"]
+    for run in runs:
+        jf, j, f = (f"{run[k]:7.4f}" if k in run else f"{'-':>7}" for k in ("J&F-Mean", "J-Mean", "F-Mean"))
+        lines.append(f"{'':{len(dataset) + 2}}{run['policy']:<10} {run['tau']:6g} {jf} "
+                     f"{j} {f} {run['fps']:7.3f} {run['fps_tracking']:7.3f} "
+                     f"{run['reuse_rate']:6.3f} {run['gflops_per_frame']:9.2f}")
+    return "\n".join(lines)
+
+
+def check_thresholds(taus: Seq[float], policy: str) -> List[float]:
+    """Distinct thresholds in the given order; the ``always`` and ``every-k`` policies take none."""
+    unique = list(dict.fromkeys(float(t) for t in taus))
+    if policy in ("always", "every-k") and len(unique) > 1:
+        raise ConfigError(f"policy {policy} does not use --TH; give one value (or none)")
+    return unique
+

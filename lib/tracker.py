@@ -1,0 +1,349 @@
+"""The G-FRTM inference engine: per-video, per-object state and the frame loop.
+
+The networks (:class:`~models.gfrtm.GFRTM`, :class:`~models.backbone.FeatureExtractor`) are stateless;
+everything that lives across frames is here, per object: its online target model, its template, the
+score map and the deep refined feature of its last *computed* frame, its previous probability map and
+the history of its reuse decisions.
+
+Frame loop (official semantics; see the README for where this engine saves work):
+
+1. Stride-8 backbone features (``layer1..layer3``) once per frame.
+2. Objects whose given mask is on this frame are initialised: the deep backbone runs, the target model
+   is trained on the augmented frame (GN/CG), the template is made from ``layer3`` and the mask, the
+   initial score is the mask nearest-resized to the stride-16 grid, and the deep refined feature is the
+   refiner's deep stages on the target model's score.
+3. Every object started earlier is tracked: template matching against its previous score gives
+   ``tplS`` and P_gate; the policy picks a path:
+
+   * compute: deep backbone (run at most once per frame, shared by all objects), target-model score,
+     all refiner stages; the score and the deep refined feature become the object's new "previous";
+   * translate (reuse): delta = delta-generator(tplS), score = previous score + delta, refined feature =
+     refine-translator(previous refined feature, delta), then the shallow stages;
+   * copy: the previous probability map is copied.
+
+4. New objects' masks are cut out of the older objects' probabilities; all are merged by soft
+   aggregation; target models of computed objects are updated with their merged soft masks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dataset.sequence import Sequence
+from lib.aggregation import soft_aggregate
+from lib.augment import augment_first_frame
+from lib.errors import ConfigError
+from lib.flops import FlopMeter
+from lib.policies import Path, PolicyConfig
+from models.backbone import FeatureExtractor
+from models.gfrtm import GFRTM, nearest_resize
+from models.target_model import MIN_OBJECT_PIXELS, OnlineTargetModel, TargetModel, TargetModelConfig
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Inference settings.
+
+    Attributes:
+        policy: reuse policy and thresholds.
+        target: target-model hyper-parameters (default: the official evaluation's fast mode).
+        seed: seeds each object's target-model initial weights and its first-frame augmentation.
+        amp: ``None`` (float32) or ``"bf16"`` (autocast for the networks; the target-model
+            optimisation stays float32).
+    """
+
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    target: TargetModelConfig = field(default_factory=TargetModelConfig.eval_fast)
+    seed: int = 0
+    amp: Optional[str] = None
+
+    def __post_init__(self):
+        if self.amp not in (None, "bf16"):
+            raise ConfigError(f"--amp must be bf16 or absent, got {self.amp!r}")
+
+
+@dataclass
+class ObjectState:
+    """Everything the tracker keeps for one object between frames."""
+
+    obj_id: int
+    start_index: int
+    target: OnlineTargetModel
+    template: Tensor  # (1, 64, 64)
+    prev_score: Tensor  # (1, 1, H16, W16) score of the last computed frame
+    prev_refine: Tensor  # (1, 64, H16, W16) deep refined feature of the last computed frame
+    prev_prob: Tensor  # (H, W) probability map of the previous frame (for the copy path)
+    last_compute_index: int
+    last_compute_gt: Optional[np.ndarray] = None  # (H, W) bool, for the oracle policy
+    paths: Dict[int, Path] = field(default_factory=dict)  # frame index -> path (tracked frames)
+    p_reuse: Dict[int, float] = field(default_factory=dict)  # frame index -> P_gate (when evaluated)
+
+
+@dataclass
+class FrameOutput:
+    """Result of one frame: object-id labels and, per tracked object, the path taken."""
+
+    index: int
+    labels: np.ndarray  # (H, W) uint8 object ids
+    paths: Dict[int, Path]
+    p_reuse: Dict[int, float]
+
+
+@dataclass
+class SequenceStats:
+    """Timing and decisions of one sequence.
+
+    ``seconds`` covers all processing of every frame (object initialisation included; image reading
+    and PNG writing excluded); ``init_seconds`` is the part spent initialising objects.
+    ``tracked_frames`` counts the frames on which at least one earlier object was tracked and
+    ``tracking_seconds`` the time of those frames without any initialisation work in them.
+    """
+
+    name: str
+    frames: int
+    seconds: float
+    init_seconds: float
+    tracked_frames: int
+    tracking_seconds: float
+    objects: Dict[int, ObjectState]
+
+    @property
+    def tracked_object_frames(self) -> int:
+        return sum(len(o.paths) for o in self.objects.values())
+
+    @property
+    def reused_object_frames(self) -> int:
+        return sum(p.reuses for o in self.objects.values() for p in o.paths.values())
+
+
+class Tracker:
+    """Runs G-FRTM over sequences.
+
+    Args:
+        model: the learned modules (eval mode is set here).
+        backbone: the frozen feature extractor matching ``model.ftext``.
+        config: inference settings.
+        device: where to run (``cpu``, ``cuda:0``, ...).
+        count_flops: measure FLOPs per component (:attr:`flops`) with torch.utils.flop_counter; each
+            distinct (component, shapes) call is counted once, so the timed loop is barely affected.
+    """
+
+    def __init__(self, model: GFRTM, backbone: FeatureExtractor, config: TrackerConfig,
+                 device: torch.device | str = "cpu", count_flops: bool = True):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.backbone = backbone.to(self.device).eval()
+        self.config = config
+        self.in_channels = backbone.channels["layer4"]
+        self.flops = FlopMeter(count_flops)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.config.amp == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _to_tensor(self, image: np.ndarray) -> Tensor:
+        """(H, W, 3) uint8 -> (1, 3, H, W) uint8 on the device."""
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(self.device)
+
+    def _target_score(self, target: OnlineTargetModel, layer4: Tensor) -> Tensor:
+        # Outside inference mode: the target model stores the projected sample for later CG runs.
+        with torch.inference_mode(False):
+            return target.apply(layer4.float().clone())
+
+    # --- object initialisation ----------------------------------------------------------------
+
+    def _new_target_model(self) -> TargetModel:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            return TargetModel(self.in_channels, self.config.target.c_channels)
+
+    def init_object(self, obj_id: int, index: int, image: Tensor, mask: np.ndarray,
+                    feats: Dict[str, Tensor]) -> ObjectState:
+        """Initialise one object on frame ``index`` from its given mask.
+
+        Args:
+            image: (1, 3, H, W) uint8 frame; mask: (H, W) binary; feats: all five backbone features
+                of the frame.
+        """
+        cfg = self.config.target
+        mask_t = torch.from_numpy(mask.astype(np.uint8))
+        rng = np.random.default_rng(self.config.seed)
+        aug_images, aug_labels = augment_first_frame(image[0].cpu(), mask_t, cfg.num_aug, rng)
+        with self._autocast():
+            aug_feats = self.backbone(aug_images.to(self.device))["layer4"]
+        with torch.inference_mode(False):
+            target = OnlineTargetModel(self._new_target_model(), cfg)
+            target.init(aug_feats.float().clone(), aug_labels.to(self.device).float())
+        score = self._target_score(target, feats["layer4"])
+        mask4 = mask_t[None, None].to(self.device)
+        with self._autocast():
+            template = self.model.make_template(feats["layer3"], mask4)
+            prev_refine = self.model.deep(score, feats["layer5"], feats["layer4"])
+        prev_score = nearest_resize(mask4, feats["layer4"].shape[-2:])
+        return ObjectState(
+            obj_id=obj_id, start_index=index, target=target, template=template.float(),
+            prev_score=prev_score, prev_refine=prev_refine.float(),
+            prev_prob=mask_t.to(self.device).float(), last_compute_index=index,
+        )
+
+    # --- tracking -----------------------------------------------------------------------------
+
+    def _track_object(self, obj: ObjectState, index: int, feats: Dict[str, Tensor],
+                      deep_feats: Callable[[], Dict[str, Tensor]], image_size, gt: Optional[np.ndarray]
+                      ) -> Tensor:
+        """Decide the path for one object on frame ``index`` and return its probability map (H, W)."""
+        policy = self.config.policy
+        p_reuse = None
+        tpl_s = None
+        size_key = tuple(image_size)
+        if policy.name != "always":
+            with self.flops.count("template_matching_gate", size_key), self._autocast():
+                tpl_s = self.model.match(feats["layer3"], obj.prev_score, obj.template)
+                if policy.needs_gate:
+                    p_reuse = float(self.model.reuse_probability(self.model.gate_logits(tpl_s).float())[0])
+        gt_iou = None
+        if policy.needs_ground_truth:
+            gt_iou = _iou(gt == obj.obj_id, obj.last_compute_gt)
+        path = policy.decide(p_reuse, index - obj.last_compute_index, gt_iou)
+        obj.paths[index] = path
+        if p_reuse is not None:
+            obj.p_reuse[index] = p_reuse
+
+        if path is Path.COPY:
+            return obj.prev_prob
+        if path is Path.TRANSLATE:
+            with self.flops.count("reuse_path", size_key), self._autocast():
+                delta = self.model.delta(tpl_s)
+                score = obj.prev_score + delta.float()
+                x16 = self.model.translate(obj.prev_refine, delta)
+                logits = self.model.shallow(x16, score, feats["layer3"], feats["layer2"], image_size)
+            return torch.sigmoid(logits.float())[0, 0]
+        deep = deep_feats()
+        with self.flops.count("compute_path", size_key):
+            score = self._target_score(obj.target, deep["layer4"])
+            with self._autocast():
+                x16 = self.model.deep(score, deep["layer5"], deep["layer4"])
+                logits = self.model.shallow(x16, score, feats["layer3"], feats["layer2"], image_size)
+        obj.prev_score = score
+        obj.prev_refine = x16.float()
+        obj.last_compute_index = index
+        if gt is not None:
+            obj.last_compute_gt = gt == obj.obj_id
+        return torch.sigmoid(logits.float())[0, 0]
+
+    def process_frame(self, seq: Sequence, index: int, image_np: np.ndarray,
+                      objects: Dict[int, ObjectState], gt: Optional[np.ndarray] = None) -> tuple:
+        """Run one frame; updates ``objects`` in place.
+
+        Returns (labels (H, W) uint8 object ids, seconds spent initialising objects).
+        """
+        image = self._to_tensor(image_np)
+        image_size = image.shape[-2:]
+        size_key = tuple(image_size)
+        init_seconds = 0.0
+        with torch.inference_mode():
+            with self.flops.count("backbone_stride8", size_key), self._autocast():
+                feats = dict(self.backbone.forward_f8(image))
+
+            def deep_feats() -> Dict[str, Tensor]:
+                if "layer4" not in feats:
+                    with self.flops.count("backbone_deep", size_key), self._autocast():
+                        feats.update(self.backbone.forward_deep(feats["layer3"]))
+                return feats
+
+            tracked = list(objects.values())
+            new_ids = seq.objects_starting_at(index)
+            new_masks: Dict[int, np.ndarray] = {}
+            if new_ids:
+                start = time.perf_counter()
+                deep_feats()
+                for obj_id in new_ids:
+                    mask = seq.start_mask(obj_id)
+                    new_masks[obj_id] = mask
+                    with self.flops.count("object_init", size_key):
+                        objects[obj_id] = self.init_object(obj_id, index, image, mask, feats)
+                    if gt is not None:
+                        objects[obj_id].last_compute_gt = gt == obj_id
+                self._sync()
+                init_seconds = time.perf_counter() - start
+
+            if not objects:
+                return np.zeros(image_np.shape[:2], np.uint8), init_seconds
+
+            probs: Dict[int, Tensor] = {}
+            for obj in tracked:
+                probs[obj.obj_id] = self._track_object(obj, index, feats, deep_feats, image_size, gt)
+            if new_masks:
+                covered = torch.from_numpy(np.any(np.stack(list(new_masks.values())), axis=0))
+                keep = 1.0 - covered.to(self.device).float()
+                for obj_id in probs:
+                    probs[obj_id] = probs[obj_id] * keep
+                for obj_id, mask in new_masks.items():
+                    probs[obj_id] = torch.from_numpy(mask).to(self.device).float()
+
+            ids = sorted(probs)
+            labels, merged = soft_aggregate(torch.stack([probs[i] for i in ids]))
+            for k, obj_id in enumerate(ids, start=1):
+                objects[obj_id].prev_prob = probs[obj_id]
+                if objects[obj_id].paths.get(index) is Path.COMPUTE:
+                    target = objects[obj_id].target
+                    stores = int((merged[k] > 0.5).sum()) >= MIN_OBJECT_PIXELS  # else update() skips
+                    cost_key = (size_key, stores, target.memory.current_size,
+                                (target.frame_count % target.config.train_skipping) == 0)
+                    with self.flops.count("target_model_update", *cost_key), torch.inference_mode(False):
+                        target.update(merged[k][None, None].clone())
+            lut = torch.tensor([0] + ids, dtype=torch.uint8, device=labels.device)
+            out = lut[labels]
+        self._sync()
+        return out.cpu().numpy(), init_seconds
+
+    def run_sequence(self, seq: Sequence, on_frame: Optional[Callable[[FrameOutput], None]] = None,
+                     ) -> SequenceStats:
+        """Track every frame of ``seq``; ``on_frame`` receives each frame's output (untimed)."""
+        needs_gt = self.config.policy.needs_ground_truth
+        if needs_gt:
+            missing = [f for f in seq.frames if not seq.has_annotation(f)]
+            if missing:
+                raise ConfigError(f"policy oracle needs ground truth on every frame; {seq.name} has none "
+                                  f"for {len(missing)} frames (e.g. {missing[0]})")
+        objects: Dict[int, ObjectState] = {}
+        total = init_total = tracking = 0.0
+        tracked_frames = 0
+        for index in range(len(seq)):
+            image = seq.image(index)
+            gt = seq.annotation(seq.frames[index]) if needs_gt else None
+            start = time.perf_counter()
+            labels, init_seconds = self.process_frame(seq, index, image, objects, gt)
+            elapsed = time.perf_counter() - start
+            total += elapsed
+            init_total += init_seconds
+            if any(index in o.paths for o in objects.values()):
+                tracked_frames += 1
+                tracking += elapsed - init_seconds
+            if on_frame is not None:
+                on_frame(FrameOutput(index, labels,
+                                     {o: s.paths[index] for o, s in objects.items() if index in s.paths},
+                                     {o: s.p_reuse[index] for o, s in objects.items() if index in s.p_reuse}))
+        return SequenceStats(seq.name, len(seq), total, init_total, tracked_frames, tracking, objects)
+
+
+def _iou(a: np.ndarray, b: Optional[np.ndarray]) -> float:
+    """IoU of two boolean masks; 1.0 when both are empty (or when ``b`` is unknown and ``a`` empty)."""
+    if b is None:
+        b = np.zeros_like(a)
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)

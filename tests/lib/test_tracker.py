@@ -1,0 +1,162 @@
+"""The inference engine: gate decisions switch paths, policies, mid-video objects, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dataset.davis import DAVISDataset
+from dataset.synthetic import generate_davis2017, generate_youtubevos
+from dataset.youtubevos import YouTubeVOSDataset
+from lib.aggregation import soft_aggregate
+from lib.errors import ConfigError
+from lib.policies import Path, PolicyConfig
+from lib.tracker import Tracker, TrackerConfig
+from models.backbone import FeatureExtractor
+from models.gfrtm import GFRTM
+
+
+@pytest.fixture(scope="module")
+def davis_seq(tmp_path_factory):
+    root = generate_davis2017(tmp_path_factory.mktemp("davis"), seed=3, size=(64, 96), num_train=1, num_val=2,
+                              frames=(6, 6))
+    ds = DAVISDataset(root, year=2017, split="val")
+    return max((ds.sequence(n) for n in ds.names), key=lambda s: len(s.object_ids))
+
+
+@pytest.fixture(scope="module")
+def networks():
+    torch.manual_seed(0)
+    return GFRTM("resnet18"), FeatureExtractor("resnet18", "none")
+
+
+def run(networks, seq, policy, **kw):
+    model, backbone = networks
+    tracker = Tracker(model, backbone, TrackerConfig(policy=policy, **kw))
+    outputs = []
+    stats = tracker.run_sequence(seq, on_frame=outputs.append)
+    return tracker, stats, outputs
+
+
+def test_tau_one_never_reuses_and_equals_always(networks, davis_seq):
+    assert len(davis_seq.object_ids) >= 2
+    _, gate_stats, gate_out = run(networks, davis_seq, PolicyConfig("gate", 1.0))
+    _, always_stats, always_out = run(networks, davis_seq, PolicyConfig("always"))
+    assert gate_stats.reused_object_frames == 0 == always_stats.reused_object_frames
+    assert gate_stats.tracked_object_frames == (len(davis_seq) - 1) * len(davis_seq.object_ids)
+    for a, b in zip(gate_out, always_out):
+        np.testing.assert_array_equal(a.labels, b.labels)
+    # the gate's probabilities were computed for tau = 1, not for "always"
+    assert gate_out[1].p_reuse and not always_out[1].p_reuse
+
+
+def test_negative_tau_always_reuses_after_first_frame(networks, davis_seq):
+    _, stats, out = run(networks, davis_seq, PolicyConfig("gate", -1.0))
+    assert stats.reused_object_frames == stats.tracked_object_frames == (len(davis_seq) - 1) * len(
+        davis_seq.object_ids)
+    assert out[0].paths == {}  # the first frame only initialises
+    assert all(p is Path.TRANSLATE for o in out[1:] for p in o.paths.values())
+
+
+@pytest.mark.parametrize("p_gate, expect", [(0.0, Path.COMPUTE), (1.0, Path.TRANSLATE)])
+def test_forced_gate_switches_modules(networks, davis_seq, monkeypatch, p_gate, expect):
+    model, backbone = networks
+    calls = {"deep_backbone": 0, "translate": 0, "deep_refiner": 0}
+
+    def spy(name, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(model, "reuse_probability", lambda logits: torch.full((logits.shape[0],), p_gate))
+    monkeypatch.setattr(backbone, "forward_deep", spy("deep_backbone", backbone.forward_deep))
+    monkeypatch.setattr(model, "translate", spy("translate", model.translate))
+    monkeypatch.setattr(model, "deep", spy("deep_refiner", model.deep))
+    _, stats, out = run(networks, davis_seq, PolicyConfig("gate", 0.5))
+    tracked = len(davis_seq) - 1
+    n_obj = len(davis_seq.object_ids)
+    assert {p for o in out[1:] for p in o.paths.values()} == {expect}
+    init_deep_refiner = n_obj  # Test_Init on the first frame, once per object
+    init_deep_backbone = 1 + n_obj  # the first frame, then each object's augmented first-frame batch
+    if expect is Path.COMPUTE:
+        # deep backbone once per tracked frame (shared by the objects), never once per object
+        assert calls == {"deep_backbone": init_deep_backbone + tracked, "translate": 0,
+                         "deep_refiner": init_deep_refiner + tracked * n_obj}
+    else:
+        assert calls == {"deep_backbone": init_deep_backbone, "translate": tracked * n_obj,
+                         "deep_refiner": init_deep_refiner}
+
+
+def test_strict_threshold(networks, davis_seq, monkeypatch):
+    model, _ = networks
+    monkeypatch.setattr(model, "reuse_probability", lambda logits: torch.full((logits.shape[0],), 0.7))
+    _, stats, _ = run(networks, davis_seq, PolicyConfig("gate", 0.7))
+    assert stats.reused_object_frames == 0  # reuse iff P_gate > tau, strictly
+
+
+def test_copy_every_k_and_oracle_policies(networks, davis_seq):
+    _, stats, out = run(networks, davis_seq, PolicyConfig("copy", -1.0))
+    assert all(p is Path.COPY for o in out[1:] for p in o.paths.values())
+    for frame in out[1:]:  # copying the previous probability keeps the first frame's labels
+        np.testing.assert_array_equal(frame.labels, out[0].labels)
+    _, stats, out = run(networks, davis_seq, PolicyConfig("every-k", k=2))
+    obj = davis_seq.object_ids[0]
+    assert "".join(o.paths[obj].value[0] for o in out[1:]) == "tctct"[: len(out) - 1]
+    _, stats, out = run(networks, davis_seq, PolicyConfig("oracle", tau=-1.0))
+    assert stats.reused_object_frames == stats.tracked_object_frames
+    _, stats, out = run(networks, davis_seq, PolicyConfig("oracle", tau=1.0))
+    assert stats.reused_object_frames == 0
+
+
+def test_oracle_needs_ground_truth_everywhere(networks, tmp_path):
+    root = generate_youtubevos(tmp_path / "yt", seed=1, size=(48, 64), num_train=1, num_valid=1, frames=(11, 11))
+    seq = YouTubeVOSDataset(root, "valid").sequence(YouTubeVOSDataset(root, "valid").names[0])
+    with pytest.raises(ConfigError, match="oracle needs ground truth"):
+        run(networks, seq, PolicyConfig("oracle", 0.5))
+
+
+def test_mid_video_objects(networks, tmp_path):
+    root = generate_youtubevos(tmp_path / "yt", seed=0, size=(48, 64), num_train=1, num_valid=2, frames=(16, 16))
+    ds = YouTubeVOSDataset(root, "valid_all")
+    seq = next(s for s in (ds.sequence(n) for n in ds.names) if len({s.start_index(o) for o in s.object_ids}) > 1)
+    late = max(seq.object_ids, key=seq.start_index)
+    start = seq.start_index(late)
+    _, stats, out = run(networks, seq, PolicyConfig("gate", 1.0))
+    assert all(late not in o.labels for o in out[:start])  # absent before its first frame
+    # on its first frame the new object's given mask wins over the older objects
+    np.testing.assert_array_equal(out[start].labels == late, seq.start_mask(late).astype(bool))
+    assert min(stats.objects[late].paths) == start + 1
+    assert stats.objects[late].start_index == start
+
+
+def test_deterministic_under_seed(networks, davis_seq):
+    a = [o.labels for o in run(networks, davis_seq, PolicyConfig("gate", 0.5), seed=5)[2]]
+    b = [o.labels for o in run(networks, davis_seq, PolicyConfig("gate", 0.5), seed=5)[2]]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_flops_counted_per_component(networks, davis_seq):
+    tracker, stats, _ = run(networks, davis_seq, PolicyConfig("gate", 1.0))
+    comps = tracker.flops.by_component
+    assert {"backbone_stride8", "backbone_deep", "object_init", "compute_path", "template_matching_gate"} <= set(comps)
+    assert "reuse_path" not in comps
+    frames = len(davis_seq)
+    per_frame = tracker.flops.cache[("backbone_stride8", (64, 96))]
+    assert comps["backbone_stride8"] == per_frame * frames
+
+
+def test_soft_aggregation_sums_to_one():
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.rand(3, 20, 30, generator=gen)
+    labels, masks = soft_aggregate(probs)
+    p = probs.clamp(1e-7, 1 - 1e-7)
+    full = torch.cat([(1 - p).min(0, keepdim=True).values, p])
+    scores = torch.softmax(full / (1 - full), 0)
+    torch.testing.assert_close(scores.sum(0), torch.ones(20, 30))
+    assert torch.equal(masks.sum(0), scores.max(0).values)  # only the winning channel keeps its score
+    assert torch.equal(labels, scores.argmax(0))
+    one = torch.tensor([[[0.2, 0.5, 0.51, 0.9]]])
+    assert soft_aggregate(one)[0].tolist() == [[0, 0, 1, 1]]  # one object: label iff p > 0.5
