@@ -6,7 +6,9 @@ Run the model for one or more reuse thresholds tau (one run each, one command)::
         --TH 1.0 0.9 0.7 0.5 --out results/rn18 [--policy gate] [--dev cuda:0] [--sequences a,b]
 
 writes palette PNGs ``OUT/tau_<v>/<seq>/<frame>.png``, ``OUT/summary.json`` (J&F where ground truth
-exists, FPS, reuse rate, GFLOPs per frame) and prints a table per tau. Finished sequences are not
+exists, FPS, reuse rate, GFLOPs per frame, J against frames since the last computed frame), the
+trade-off report ``OUT/report.md`` + ``OUT/tradeoff.png`` (lib/report.py; merge several folders with
+``python -m lib.report A B --out DIR``) and prints a table per tau. Finished sequences are not
 recomputed when the command is run again (``--overwrite`` recomputes).
 
 Score any method's existing predictions (no model)::
@@ -27,6 +29,7 @@ from dataset.registry import EVAL_DATASETS, SCORED_DATASETS, open_eval_dataset
 from lib.cli import add_dataset_root_flags, parse_sequence_list, run_cli
 from lib.errors import ConfigError
 from lib.policies import POLICIES, PolicyConfig
+from lib.report import write_report
 from lib.summary import score_run, write_summary
 
 
@@ -111,6 +114,9 @@ def model_mode(args) -> int:
     target = TargetModelConfig.eval_fast() if args.tm_iters == "fast" else TargetModelConfig.eval_full()
     out_dir = Path(args.out or f"results/{args.dset}-{Path(args.model).stem}-{args.policy}")
     scored = args.dset in SCORED_DATASETS
+    setup = {"model": Path(args.model).name, "backbone": model.ftext, "pretrained": args.pretrained,
+             "device": str(device), "threads": torch.get_num_threads() if device.type == "cpu" else None,
+             "tm_iters": args.tm_iters, "amp": args.amp}
     runs = []
     for tau in taus:
         policy = PolicyConfig(args.policy, tau, args.TH2, args.every_k)
@@ -119,10 +125,12 @@ def model_mode(args) -> int:
         spec = RunSpec(args.dset, policy.label(), tau, out_dir, scored,
                        submission_zip=args.dset in ("yt2018val", "yt2018valAll"), overwrite=args.overwrite)
         runs.append(run_dataset(tracker, sequences, spec))
+        runs[-1]["setup"] = setup
         print(format_runs(args.dset, runs[-1:]))
     path = write_summary(out_dir / "summary.json", args.dset, runs)
     print(format_runs(args.dset, runs))
-    print(f"wrote {path}")
+    report, plot = write_report([out_dir])
+    print(f"wrote {path}, {report}" + (f", {plot}" if plot else ""))
     return 0
 
 

@@ -18,6 +18,14 @@ Measurements added to each run of summary.json (and to each of its sequences):
 * ``gflops_per_frame``: FLOPs measured with torch.utils.flop_counter over the run (initialisation and
   target-model optimisation included) / frames.
 * ``frames``, ``policy``, and ``tau``.
+* ``worst_case_by_distance`` (scored datasets only): per-frame J binned by the number of frames since
+  the object's last computed frame (0 on computed frames; the start frame counts as computed); per bin
+  the count of scored object-frames, the mean, the minimum and the 5th percentile (numpy's linear
+  interpolation) of J. Only the frames the benchmark scores count (YouTube-VOS: the annotated ones).
+
+Each sequence of progress.json records, per object, its start frame index ``start`` and ``paths``: one
+letter per frame from ``start + 1`` to the last frame (``C`` computed, ``T`` translated = the paper's
+reuse path, ``P`` copied), so finished and resumed sequences keep their per-frame decisions.
 """
 
 from __future__ import annotations
@@ -26,19 +34,23 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 from typing import Sequence as Seq
 
+import numpy as np
 from tqdm import tqdm
 
 from dataset.sequence import Sequence
 from lib.errors import ConfigError
 from lib.io import atomic_path, atomic_write_json, write_index_png
-from lib.metrics import METRIC_KEYS, format_table, score_prediction_folder, summarize
+from lib.metrics import METRIC_KEYS, ObjectScore, format_table, score_prediction_folder, summarize
 from lib.tracker import FrameOutput, SequenceStats, Tracker
 
 PROGRESS_FILE = "progress.json"
 PATH_CODES = {"compute": "C", "translate": "T", "copy": "P"}
+# (label, smallest distance, largest distance or None = unbounded): frames since the last computed frame.
+DISTANCE_BINS: Tuple[Tuple[str, int, Optional[int]], ...] = (
+    ("0", 0, 0), ("1", 1, 1), ("2", 2, 2), ("3-4", 3, 4), ("5-8", 5, 8), ("9-16", 9, 16), (">16", 17, None))
 
 
 def tau_dirname(tau: float) -> str:
@@ -60,7 +72,11 @@ class RunSpec:
 
 
 def sequence_record(stats: SequenceStats, flops: int) -> Dict[str, object]:
-    """The measurements of one finished sequence, as stored in progress.json."""
+    """The measurements of one finished sequence, as stored in progress.json.
+
+    Per object: ``start`` (index of its given frame), ``paths`` (one of :data:`PATH_CODES` per tracked
+    frame, frames ``start + 1 ..`` in order), ``first_tracked`` and the gate probabilities.
+    """
     objects = {}
     for obj_id, obj in stats.objects.items():
         frames = sorted(obj.paths)
@@ -94,6 +110,61 @@ def speed_and_reuse(records: List[Dict[str, object]]) -> Dict[str, float]:
         "gflops_per_frame": sum(r["flops"] for r in records) / frames * 1e-9 if frames else 0.0,
         "frames": frames,
     }
+
+
+def frames_since_compute(paths: str) -> np.ndarray:
+    """Frames since the last computed frame for an object's start frame and each tracked frame.
+
+    ``paths`` holds one :data:`PATH_CODES` letter per tracked frame (the frames after the start frame);
+    the start frame (initialisation) counts as computed. E.g. ``"TTCT"`` -> ``[0, 1, 2, 0, 1]``.
+    """
+    distances = np.zeros(len(paths) + 1, dtype=np.int64)
+    for k, code in enumerate(paths, start=1):
+        distances[k] = 0 if code == PATH_CODES["compute"] else distances[k - 1] + 1
+    return distances
+
+
+def distance_bins(distances: Iterable[int], j_values: Iterable[float]) -> List[Dict[str, object]]:
+    """Per :data:`DISTANCE_BINS` bin: count, mean, minimum and 5th percentile of the J values.
+
+    Empty bins have count 0 and ``None`` statistics.
+    """
+    distances = np.asarray(list(distances), dtype=np.int64)
+    j_values = np.asarray(list(j_values), dtype=np.float64)
+    assert distances.shape == j_values.shape, "one distance per J value"
+    rows = []
+    for label, low, high in DISTANCE_BINS:
+        inside = (distances >= low) & (distances <= (high if high is not None else np.iinfo(np.int64).max))
+        values = j_values[inside]
+        row: Dict[str, object] = {"distance": label, "min_distance": low, "max_distance": high,
+                                  "count": int(values.size), "J-Mean": None, "J-Min": None, "J-P5": None}
+        if values.size:
+            row.update({"J-Mean": float(values.mean()), "J-Min": float(values.min()),
+                        "J-P5": float(np.percentile(values, 5))})
+        rows.append(row)
+    return rows
+
+
+def worst_case_by_distance(scores: Seq[ObjectScore], sequences: Seq[Sequence],
+                           records: Dict[str, Dict[str, object]]) -> List[Dict[str, object]]:
+    """J of every scored object-frame, binned by frames since the object's last computed frame.
+
+    ``scores`` are the per-frame scores of the run (:func:`lib.metrics.score_prediction_folder`),
+    ``records`` the progress.json records holding each object's per-frame paths.
+    """
+    by_name = {s.name: s for s in sequences}
+    distances: List[int] = []
+    j_values: List[float] = []
+    for score in scores:
+        seq = by_name[score.sequence]
+        obj = records[score.sequence]["objects"][str(score.object_id)]
+        since = frames_since_compute(obj["paths"])
+        for frame, j in zip(score.frames, score.j):
+            offset = seq.frame_index(frame) - obj["start"]
+            assert 0 <= offset < len(since), f"{score.sequence}/{frame}: not a tracked frame of object"
+            distances.append(int(since[offset]))
+            j_values.append(float(j))
+    return distance_bins(distances, j_values)
 
 
 class ProgressFile:
@@ -147,9 +218,11 @@ def run_dataset(tracker: Tracker, sequences: Seq[Sequence], spec: RunSpec,
     run: Dict[str, object] = {"tau": spec.tau, "policy": spec.policy}
     per_seq = {s.name: speed_and_reuse([progress.records[s.name]]) for s in sequences}
     if spec.scored:
-        summary = summarize(score_prediction_folder(sequences, run_dir))
+        scores = score_prediction_folder(sequences, run_dir)
+        summary = summarize(scores)
         run.update({k: summary[k] for k in METRIC_KEYS})
         run["objects"] = summary["objects"]
+        run["worst_case_by_distance"] = worst_case_by_distance(scores, sequences, progress.records)
         for name, row in summary["sequences"].items():
             per_seq[name].update(row)
         log(format_table(summary, f"{spec.dataset} {spec.policy} tau={spec.tau:g}"))

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dataset.registry import open_eval_dataset
 from dataset.synthetic import generate_youtubevos
 from lib.checkpoint import save_model
 from models.gfrtm import GFRTM
@@ -62,6 +63,7 @@ def test_bundled_sample_two_thresholds_and_resume(checkpoint, tmp_path):
     first = np.array(Image.open(pngs[0]))
     gt = np.array(Image.open(SAMPLE / "Annotations/480p/car-shadow/00000.png"))
     np.testing.assert_array_equal(first, (gt > 0).astype(np.uint8))  # the given mask is written as is
+    check_worst_case_and_report(out, summary)
 
     # resume: a finished sequence is not recomputed; --overwrite recomputes it
     mtime = pngs[5].stat().st_mtime_ns
@@ -76,6 +78,57 @@ def test_bundled_sample_two_thresholds_and_resume(checkpoint, tmp_path):
     assert pngs[7].is_file() and pngs[5].stat().st_mtime_ns != mtime
 
 
+def markdown_tables(text):
+    """Every markdown table of ``text`` as a list of {column: cell} rows."""
+    tables, rows, header = [], None, None
+    for line in text.splitlines() + [""]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|---"):
+            rows = []
+        elif line.startswith("| ") and rows is None:
+            header = cells
+        elif line.startswith("| "):
+            rows.append(dict(zip(header, cells)))
+        elif rows is not None:
+            tables.append(rows)
+            rows = None
+    return tables
+
+
+def check_worst_case_and_report(out, summary):
+    """car-shadow (40 frames, one object from frame 0; frames 1..38 scored) at tau 1 and tau -1."""
+    never, always = summary["runs"]
+    progress = json.loads((out / "tau_-1" / "progress.json").read_text())["sequences"]["car-shadow"]
+    assert progress["objects"]["1"]["start"] == 0 and progress["objects"]["1"]["paths"] == "T" * 39
+    counts = {run["tau"]: {b["distance"]: b["count"] for b in run["worst_case_by_distance"]} for run in summary["runs"]}
+    assert counts[1.0] == {"0": 38, "1": 0, "2": 0, "3-4": 0, "5-8": 0, "9-16": 0, ">16": 0}
+    # tau = -1 reuses every frame after the first: frame i is i frames from the last computed one
+    assert counts[-1.0] == {"0": 0, "1": 1, "2": 1, "3-4": 2, "5-8": 4, "9-16": 8, ">16": 22}
+    for run in summary["runs"]:
+        bins = [b for b in run["worst_case_by_distance"] if b["count"]]
+        # one object: the count-weighted mean of the bins is the object's (and the run's) J-Mean
+        assert sum(b["J-Mean"] * b["count"] for b in bins) / 38 == pytest.approx(run["J-Mean"], abs=1e-9)
+        assert all(b["J-Min"] <= b["J-P5"] <= b["J-Mean"] for b in bins)
+
+    with Image.open(out / "tradeoff.png") as img:
+        assert img.format == "PNG" and img.size[0] > 0
+    table, worst = markdown_tables((out / "report.md").read_text())
+    assert [(r["policy"], r["tau"]) for r in table] == [("gate", "1"), ("gate", "-1")]
+    for row, run in zip(table, (never, always)):
+        assert float(row["J&F"]) == pytest.approx(run["J&F-Mean"], abs=5e-5)
+        assert float(row["FPS"]) == pytest.approx(run["fps"], abs=5e-3)
+        assert float(row["reuse rate"]) == pytest.approx(run["reuse_rate"], abs=5e-4)
+        assert float(row["GFLOPs/frame"]) == pytest.approx(run["gflops_per_frame"], abs=5e-3)
+    assert table[0]["speed-up"] == "1.00x"
+    assert float(table[1]["speed-up"].rstrip("x")) == pytest.approx(always["fps"] / never["fps"], abs=5e-3)
+    assert [(r["tau"], r["frames since compute"], r["object-frames"]) for r in worst] == [
+        ("1", "0", "38"), ("-1", "1", "1"), ("-1", "2", "1"), ("-1", "3-4", "2"), ("-1", "5-8", "4"),
+        ("-1", "9-16", "8"), ("-1", ">16", "22")]
+    far = always["worst_case_by_distance"][-1]
+    assert float(worst[-1]["min J"]) == pytest.approx(far["J-Min"], abs=5e-5)
+    assert float(worst[-1]["mean J"]) == pytest.approx(far["J-Mean"], abs=5e-5)
+
+
 @pytest.fixture(scope="module")
 def ytvos_root(tmp_path_factory):
     return generate_youtubevos(tmp_path_factory.mktemp("yt"), seed=2, size=(48, 80), num_train=2, num_valid=2,
@@ -88,6 +141,14 @@ def test_synthetic_youtubevos_valid_all_frames_and_zip(checkpoint, ytvos_root, t
              "--out", out)
     run = json.loads((out / "summary.json").read_text())["runs"][0]
     assert "J-Mean" not in run and run["frames"] > 0  # no ground truth for valid
+    assert "worst_case_by_distance" not in run
+    report = (out / "report.md").read_text()
+    row = markdown_tables(report)[0][0]
+    assert (row["J&F"], row["J"], row["F"]) == ("-", "-", "-")
+    assert float(row["FPS"]) == pytest.approx(run["fps"], abs=5e-3)
+    assert "no ground truth, so FPS against reuse rate" in report
+    with Image.open(out / "tradeoff.png") as img:
+        assert img.format == "PNG"
     meta = json.loads((ytvos_root / "valid/meta.json").read_text())["videos"]
     with zipfile.ZipFile(out / "tau_0.5_submission.zip") as zf:
         names = sorted(zf.namelist())
@@ -104,6 +165,11 @@ def test_synthetic_youtubevos_jjval_is_scored(checkpoint, ytvos_root, tmp_path):
              "--model", checkpoint, "--TH", "1", "--policy", "always", "--out", out)
     run = json.loads((out / "summary.json").read_text())["runs"][0]
     assert run["policy"] == "always" and 0 <= run["J&F-Mean"] <= 1 and run["reuse_rate"] == 0
+    # every tracked frame is computed; only the annotated (scored) object-frames are binned
+    dataset = open_eval_dataset("yt2018jjval", ytvos_root=str(ytvos_root), split_list=str(ytvos_root / "jjval.txt"))
+    scored = sum(len(frames) for seq in dataset for frames in seq.score_frames.values())
+    counts = {b["distance"]: b["count"] for b in run["worst_case_by_distance"]}
+    assert counts["0"] == scored > 0 and sum(counts.values()) == scored
 
 
 def test_bad_flags_are_one_line(checkpoint, tmp_path):

@@ -1,0 +1,139 @@
+"""`python demo.py`: a tiny mp4 and a frame folder give masks, overlay.mp4, overlay.gif, summary.json; errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lib.checkpoint import save_model
+from lib.io import write_index_png
+from models.gfrtm import GFRTM
+
+ROOT = Path(__file__).resolve().parents[1]
+H, W = 64, 96
+N = 6
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "random_rn18.pth"
+    save_model(path, GFRTM("resnet18"))
+    return path
+
+
+def synthetic_frames(n: int = N):
+    """Textured background with two squares moving right (every frame differs)."""
+    rng = np.random.default_rng(1)
+    background = rng.integers(0, 120, (H, W, 3), dtype=np.uint8)
+    frames = []
+    for t in range(n):
+        frame = background.copy()
+        frame[10:30, 10 + 3 * t:30 + 3 * t] = (230, 40, 40)
+        frame[36:56, 50 + 2 * t:66 + 2 * t] = (40, 220, 60)
+        frames.append(frame)
+    return frames
+
+
+def first_mask() -> np.ndarray:
+    mask = np.zeros((H, W), np.uint8)
+    mask[10:30, 10:30] = 1
+    mask[36:56, 50:66] = 2
+    return mask
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clip")
+    writer = cv2.VideoWriter(str(folder / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (W, H))
+    frame_dir = folder / "frames"
+    frame_dir.mkdir()
+    for i, frame in enumerate(synthetic_frames()):
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        Image.fromarray(frame).save(frame_dir / f"img{i}.jpg", quality=95)
+    writer.release()
+    write_index_png(folder / "mask.png", first_mask())
+    return folder
+
+
+def demo(*args, check=True):
+    proc = subprocess.run([sys.executable, str(ROOT / "demo.py"), *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def count_video_frames(path: Path):
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
+def check_outputs(out: Path, names, tau: float):
+    masks = sorted(p.stem for p in (out / "masks").glob("*.png"))
+    assert masks == sorted(names)
+    first = Image.open(out / "masks" / f"{names[0]}.png")
+    assert first.mode == "P" and first.size == (W, H)
+    np.testing.assert_array_equal(np.array(first), first_mask())  # the given mask is written as is
+    assert set(np.unique(np.array(Image.open(out / "masks" / f"{names[-1]}.png")))) <= {0, 1, 2}
+    video = count_video_frames(out / "overlay.mp4")
+    assert len(video) == N and video[0].shape == (H, W, 3)
+    # the overlay tints object 1 red where the mask says so
+    assert video[0][20, 20, 2] > video[0][20, 20, 1] + 80
+    with Image.open(out / "overlay.gif") as gif:
+        assert gif.format == "GIF" and gif.n_frames == N and max(gif.size) <= 320
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == N and summary["objects"] == [1, 2] and summary["tau"] == tau
+    assert summary["tracked_object_frames"] == 2 * (N - 1) and summary["fps"] > 0
+    assert set(summary["paths"]) == {"1", "2"} and all(len(p) == N - 1 for p in summary["paths"].values())
+    return summary
+
+
+def test_demo_on_mp4_and_frame_dir(checkpoint, clip, tmp_path):
+    proc = demo("--video", clip / "clip.mp4", "--mask", clip / "mask.png", "--model", checkpoint, "--pretrained",
+                "none", "--dev", "cpu", "--TH", "-1", "--out", tmp_path / "mp4")
+    assert "FPS" in proc.stdout and "reuse rate 1.000" in proc.stdout and "RANDOM weights" in proc.stdout
+    summary = check_outputs(tmp_path / "mp4", [f"{i:05d}" for i in range(N)], -1.0)
+    assert summary["reuse_rate"] == 1.0 and set("".join(summary["paths"].values())) == {"T"}
+
+    demo("--video", clip / "frames", "--mask", clip / "mask.png", "--model", checkpoint, "--pretrained", "none",
+         "--dev", "cpu", "--TH", "1", "--out", tmp_path / "dir")
+    summary = check_outputs(tmp_path / "dir", [f"img{i}" for i in range(N)], 1.0)
+    assert summary["reuse_rate"] == 0.0 and set("".join(summary["paths"].values())) == {"C"}
+
+
+def test_demo_errors_are_one_line(checkpoint, clip, tmp_path):
+    def error(*args):
+        proc = demo(*args, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        return proc.stderr
+
+    base = ["--pretrained", "none", "--dev", "cpu", "--out", tmp_path / "o"]
+    assert "--model PATH is required" in error("--video", clip / "clip.mp4", "--mask", clip / "mask.png", *base)
+    model = ["--model", checkpoint]
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    assert "cannot open the video" in error("--video", bad, "--mask", clip / "mask.png", *model, *base)
+    (tmp_path / "empty").mkdir()
+    assert "no frames" in error("--video", tmp_path / "empty", "--mask", clip / "mask.png", *model, *base)
+    write_index_png(tmp_path / "small.png", first_mask()[::2, ::2])
+    msg = error("--video", clip / "frames", "--mask", tmp_path / "small.png", *model, *base)
+    assert "mask is 48x32 (WxH) but the video frames are 96x64; pass --resize-mask" in msg
+    write_index_png(tmp_path / "empty.png", np.zeros((H, W), np.uint8))
+    assert "no object pixels" in error("--video", clip / "frames", "--mask", tmp_path / "empty.png", *model, *base)
+    assert "oracle" in demo("--policy", "oracle", check=False).stderr  # not a choice: no ground truth here
