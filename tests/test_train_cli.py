@@ -1,0 +1,158 @@
+"""`python train.py` end to end on tiny synthetic data: checkpoints that evaluate.py loads, TensorBoard logs,
+determinism with --seed, resuming after a kill, --official-quirks / bf16, one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dataset.training import prepare_synthetic_davis
+from lib.checkpoint import build_model_from_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--size", "64", "112", "--synthetic-size", "64", "112"]
+COMMON = ["--dset", "synthetic", "--dev", "cpu", "--pretrained", "none", "--workers", "0", "--batch-size", "2",
+          "--seq-len", "3", "--max-iters-per-epoch", "2", *TINY]
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    return prepare_synthetic_davis(tmp_path_factory.mktemp("synthetic") / "davis", size=(64, 112), seed=0)
+
+
+def train(cwd: Path, *args: str, env: dict = None, expect: int = 0) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == expect, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def run_args(synthetic_root: Path, name: str = "ref", epochs: int = 2) -> list:
+    return ["--name", name, "--synthetic-root", str(synthetic_root), "--epochs", str(epochs), *COMMON]
+
+
+def model_state(path: Path) -> dict:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert list(a) == list(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture(scope="module")
+def reference(synthetic_root, tmp_path_factory):
+    """An uninterrupted 2-epoch run (2 iterations per epoch); returns its working folder and output."""
+    cwd = tmp_path_factory.mktemp("reference")
+    proc = train(cwd, *run_args(synthetic_root))
+    return cwd, proc
+
+
+def test_smoke_run_writes_checkpoints_logs_and_evaluates(reference, synthetic_root, tmp_path):
+    cwd, proc = reference
+    ckpt_dir = cwd / "runs/ref/checkpoints"
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["config.json", "ref_ep0001.pth", "ref_ep0002.pth"]
+    config = json.loads((ckpt_dir / "config.json").read_text())
+    assert config["size"] == [64, 112] and config["seq_len"] == 3 and config["sampling"] == "temporal"
+    assert "epoch 2/2: loss" in proc.stdout and "s/it" in proc.stdout
+    raw = torch.load(ckpt_dir / "ref_ep0002.pth", weights_only=True)
+    assert raw["epoch"] == 2 and raw["scheduler"]["last_epoch"] == 2 and len(raw["optimizer"]["param_groups"]) == 4
+    stats = raw["stats"]
+    assert stats["iterations"] == 2 and 0 <= stats["reuse_rate"] <= 1 and stats["tmcache_lookups"] == 4
+    # the loss is summed over the 2 tracked frames; the components are per-frame means
+    assert stats["loss"] == pytest.approx(2 * (stats["seg"] + stats["delta"] + stats["gate"]), rel=1e-4)
+    assert any((cwd / "runs/ref/tmcache").rglob("*.layer4.pth"))
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(cwd / "runs/ref/tensorboard"), size_guidance={"images": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"loss/seg", "loss/delta", "loss/gate", "train/accuracy", "train/reuse_rate", "train/lr",
+            "train/tmcache_hit_rate"} <= scalars
+    assert [e.step for e in events.Scalars("loss/seg")] == [1, 2]
+    assert {"images/input", "images/gt", "images/output", "images/delta", "images/score_final"} <= set(
+        events.Tags()["images"])
+
+    model, report = build_model_from_checkpoint(ckpt_dir / "ref_ep0002.pth")
+    assert model.ftext == "resnet18" and "189 keys" in report
+    out = tmp_path / "eval"
+    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--model", str(ckpt_dir / "ref_ep0001.pth"),
+                           "--dset", "dv2017val", "--davis-root", str(synthetic_root), "--sequences", "synth-val-00",
+                           "--pretrained", "none", "--dev", "cpu", "--TH", "0.7", "--no-flops", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((out / "summary.json").read_text())["runs"][0]
+    assert run["frames"] > 0 and 0 <= run["J&F-Mean"] <= 1
+
+
+def test_same_seed_gives_identical_weights(reference, synthetic_root, tmp_path):
+    cwd, _ = reference
+    train(tmp_path, *run_args(synthetic_root))
+    assert_same_weights(model_state(tmp_path / "runs/ref/checkpoints/ref_ep0002.pth"),
+                        model_state(cwd / "runs/ref/checkpoints/ref_ep0002.pth"))
+
+
+def test_resume_after_a_kill_mid_epoch(reference, synthetic_root, tmp_path, monkeypatch):
+    ref_cwd, _ = reference
+    args = run_args(synthetic_root)
+    train(tmp_path, *args, env={"REUSE_VOS_TRAIN_EXIT_AT": "2:1"}, expect=75)  # killed inside epoch 2
+    ckpts = tmp_path / "runs/ref/checkpoints"
+    assert (ckpts / "ref_ep0001.pth").is_file() and not (ckpts / "ref_ep0002.pth").exists()
+
+    # what a resumed run starts from: epoch 2, with exactly the optimizer state of the epoch-1 checkpoint
+    spec = importlib.util.spec_from_file_location("train_cli", ROOT / "train.py")
+    train_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_cli)
+    from trainers.loop import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    trainer = Trainer(train_cli.config_from_args(train_cli.build_parser().parse_args(args)), log=lambda m: None)
+    saved = torch.load(ckpts / "ref_ep0001.pth", weights_only=True)
+    assert trainer.start_epoch == 2 and trainer.resumed_from.resolve() == ckpts / "ref_ep0001.pth"
+    restored = trainer.optimizer.state_dict()
+    assert restored["param_groups"] == saved["optimizer"]["param_groups"]
+    assert restored["state"].keys() == saved["optimizer"]["state"].keys()
+    for index, state in saved["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(restored["state"][index][name], value), (index, name)
+    assert trainer.scheduler.state_dict() == saved["scheduler"]
+
+    proc = train(tmp_path, *args)
+    assert "continuing at epoch 2" in proc.stdout and "epoch 1/2: loss" not in proc.stdout
+    # the resumed run ends exactly where the uninterrupted one did
+    assert_same_weights(model_state(ckpts / "ref_ep0002.pth"),
+                        model_state(ref_cwd / "runs/ref/checkpoints/ref_ep0002.pth"))
+    proc = train(tmp_path, *args)  # nothing left to do
+    assert "already finished" in proc.stdout
+
+
+def test_official_quirks_bf16_without_cache(synthetic_root, tmp_path):
+    proc = train(tmp_path, *run_args(synthetic_root, name="quirks", epochs=1), "--official-quirks", "--amp", "bf16",
+                 "--tmcache-mode", "off", "--m2", "0.1", "--max-iters-per-epoch", "1")
+    config = json.loads((tmp_path / "runs/quirks/checkpoints/config.json").read_text())
+    assert config["official_quirks"] and config["sampling"] == "official" and config["amp"] == "bf16"
+    assert not (tmp_path / "runs/quirks/tmcache").exists()
+    assert "target-model cache hits 0/2" in proc.stdout
+    build_model_from_checkpoint(tmp_path / "runs/quirks/checkpoints/quirks_ep0001.pth")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gate-loss", "ngate"], "--target-rate"),
+    (["--dset", "dv2017", "--davis-root", "/nonexistent/davis"], "/nonexistent/davis"),
+    (["--initPth", "/nonexistent/frtm.pth", "--dset", "synthetic"], "frtm.pth"),
+])
+def test_errors_are_one_line(synthetic_root, tmp_path, args, message):
+    proc = train(tmp_path, "--dev", "cpu", "--pretrained", "none", "--synthetic-root", str(synthetic_root), *TINY,
+                 *args, expect=2)
+    assert "Traceback" not in proc.stderr and message in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0

@@ -1,0 +1,185 @@
+"""Typed training configuration: resolved once from the command line, validated, saved as JSON.
+
+Configuration flows one way: ``train.py`` flags -> :class:`TrainConfig` -> the trainer's constructors.
+Paths left empty on the command line are resolved here to their defaults under ``./runs/<name>/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from lib.errors import ConfigError
+
+DEFAULT_NAME = "All_RN18_m1000_b8seq6"
+FTEXTS = ("resnet18", "resnet101")
+GATE_LOSSES = ("paper", "ngate")
+SAMPLINGS = ("temporal", "official")
+TMCACHE_MODES = ("readwrite", "readonly", "off")
+DSET_ALIASES = {"yt2018": "ytvos2018"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (saved next to the checkpoints as ``config.json``).
+
+    Attributes:
+        name: run name; default folders are ``runs/<name>/{checkpoints,tensorboard,tmcache,datacache}``.
+        ftext: backbone, ``resnet18`` or ``resnet101``.
+        dset: training data, ``dv2017``, ``ytvos2018``, ``all`` or ``synthetic``.
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun each rank uses ``cuda:LOCAL_RANK``).
+        init_pth: FRTM or G-FRTM checkpoint whose matching weights initialise the model ("" for none).
+        trust_checkpoint: allow official training checkpoints that pickle Python objects for ``init_pth``.
+        margin_epochs: ep_T, the epoch at which the margin m = m1 * min(epoch / ep_T, 1) reaches m1.
+        m1: final margin of the gate-probability target (paper Eq. 4).
+        m2: margin on |P_gate - P_target| (paper Eq. 5).
+        epochs: last epoch (epochs are numbered from 1).
+        batch_size: samples per optimiser step (per process under torchrun).
+        seq_len: frames per sample (1 initialisation frame + seq_len - 1 tracked frames).
+        size: (H, W) training resolution.
+        sampling: ``temporal`` (ordered frames) or ``official`` (the original's unordered frames).
+        official_quirks: reproduce the original code's loss and deep-feature update (see README).
+        gate_loss: ``paper`` (gate probability loss) or ``ngate`` (the Table 2 Loss_Ngate ablation).
+        target_rate: R of ``ngate``: the wanted fraction of reuse decisions.
+        pretrained: backbone weights, ``imagenet``, ``none`` or a torchvision state-dict file.
+        checkpoints, tensorboard, tmcache: folders.
+        tmcache_mode: ``readwrite``, ``readonly`` or ``off``.
+        davis_root, ytvos_root, synthetic_root: dataset roots (None: the environment / default).
+        synthetic_size: (H, W) the synthetic videos are generated at (None: the generator's default).
+        split_list: YouTube-VOS training video list (None: the shipped jjtrain list).
+        data_cache: folder for the training set's object-visibility cache.
+        resume: continue from the newest valid checkpoint in ``checkpoints``.
+        amp: None or ``bf16`` (autocast for the networks; losses in float32).
+        workers: data-loader worker processes.
+        seed: seeds the model initialisation, the sampling order and the target-model initialisations.
+        lr: Adam learning rate of every parameter group.
+        lr_step: StepLR step size in epochs; lr_gamma: its factor.
+        max_iters_per_epoch: stop each epoch after this many iterations (smoke runs); None: full epochs.
+    """
+
+    name: str = DEFAULT_NAME
+    ftext: str = "resnet18"
+    dset: str = "all"
+    device: str = "cpu"
+    init_pth: str = ""
+    trust_checkpoint: bool = False
+    margin_epochs: int = 120
+    m1: float = 1.0
+    m2: float = 0.0
+    epochs: int = 260
+    batch_size: int = 8
+    seq_len: int = 6
+    size: Tuple[int, int] = (480, 854)
+    sampling: str = "temporal"
+    official_quirks: bool = False
+    gate_loss: str = "paper"
+    target_rate: Optional[float] = None
+    pretrained: str = "imagenet"
+    checkpoints: str = ""
+    tensorboard: str = ""
+    tmcache: str = ""
+    tmcache_mode: str = "readwrite"
+    davis_root: Optional[str] = None
+    ytvos_root: Optional[str] = None
+    synthetic_root: Optional[str] = None
+    synthetic_size: Optional[Tuple[int, int]] = None
+    split_list: Optional[str] = None
+    data_cache: str = ""
+    resume: bool = True
+    amp: Optional[str] = None
+    workers: int = 4
+    seed: int = 0
+    lr: float = 5e-4
+    lr_step: int = 127
+    lr_gamma: float = 0.1
+    max_iters_per_epoch: Optional[int] = None
+
+    def __post_init__(self):
+        run_dir = Path("runs") / self.name
+        object.__setattr__(self, "dset", DSET_ALIASES.get(self.dset, self.dset))
+        object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        if self.synthetic_size is not None:
+            object.__setattr__(self, "synthetic_size", tuple(int(s) for s in self.synthetic_size))
+        for attr, default in (("checkpoints", run_dir / "checkpoints"), ("tensorboard", run_dir / "tensorboard"),
+                              ("tmcache", run_dir / "tmcache"), ("data_cache", run_dir / "datacache")):
+            if not getattr(self, attr):
+                object.__setattr__(self, attr, str(default))
+        if self.dset == "synthetic" and not self.synthetic_root:
+            object.__setattr__(self, "synthetic_root", str(run_dir / "synthetic"))
+        self._validate()
+
+    def _validate(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        need(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
+             f"--name {self.name!r}: a run name must be a non-empty folder name without '/'")
+        need(self.ftext in FTEXTS, f"--ftext {self.ftext!r}: choose one of {', '.join(FTEXTS)}")
+        need(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        need(self.seq_len >= 2, f"--seq-len must be >= 2 (one initialisation frame + tracked frames), "
+                                f"got {self.seq_len}")
+        need(len(self.size) == 2 and min(self.size) >= 32, f"--size H W must both be >= 32, got {self.size}")
+        deepest = math.ceil(self.size[0] / 32) * math.ceil(self.size[1] / 32)
+        need(self.batch_size * deepest >= 2,
+             f"--size {self.size[0]} {self.size[1]} with --batch-size {self.batch_size}: the stride-32 refiner stage "
+             "would be 1x1 with one sample, and its BatchNorm (train mode) needs at least 2 values per channel; "
+             "use a larger size or batch")
+        need(self.synthetic_size is None or (len(self.synthetic_size) == 2 and min(self.synthetic_size) >= 16),
+             f"--synthetic-size H W must both be >= 16, got {self.synthetic_size}")
+        need(self.sampling in SAMPLINGS, f"--sampling {self.sampling!r}: choose one of {', '.join(SAMPLINGS)}")
+        need(self.gate_loss in GATE_LOSSES, f"--gate-loss {self.gate_loss!r}: choose one of {', '.join(GATE_LOSSES)}")
+        if self.gate_loss == "ngate":
+            need(self.target_rate is not None and 0.0 <= self.target_rate <= 1.0,
+                 f"--gate-loss ngate needs --target-rate R with 0 <= R <= 1, got {self.target_rate}")
+        else:
+            need(self.target_rate is None, "--target-rate only applies to --gate-loss ngate")
+        need(0.0 <= self.m1 <= 1.0, f"--m1 must be in [0, 1], got {self.m1}")
+        need(0.0 <= self.m2 <= 1.0, f"--m2 must be in [0, 1], got {self.m2}")
+        need(self.margin_epochs >= 0, f"--marginEp must be >= 0, got {self.margin_epochs}")
+        need(self.tmcache_mode in TMCACHE_MODES, f"--tmcache-mode {self.tmcache_mode!r}: choose one of "
+                                                 f"{', '.join(TMCACHE_MODES)}")
+        need(self.amp in (None, "bf16"), f"--amp must be bf16 or absent, got {self.amp!r}")
+        need(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+        need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        need(self.lr_step >= 1 and 0 < self.lr_gamma <= 1, "lr_step must be >= 1 and 0 < lr_gamma <= 1")
+        need(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
+             f"--max-iters-per-epoch must be >= 1, got {self.max_iters_per_epoch}")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path("runs") / self.name
+
+    def checkpoint_path(self, epoch: int) -> Path:
+        """``<checkpoints>/<name>_ep%04d.pth``."""
+        return Path(self.checkpoints) / f"{self.name}_ep{epoch:04d}.pth"
+
+    @property
+    def config_path(self) -> Path:
+        return Path(self.checkpoints) / "config.json"
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain JSON-able dict (``size`` as a list)."""
+        out = dataclasses.asdict(self)
+        out["size"] = list(self.size)
+        if self.synthetic_size is not None:
+            out["synthetic_size"] = list(self.synthetic_size)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are a :class:`ConfigError`."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training config keys: {', '.join(unknown)}")
+        return cls(**values)
+
+    def differences(self, other: Dict[str, Any]) -> Dict[str, Tuple[Any, Any]]:
+        """Keys whose value differs from a saved :meth:`to_dict` (``{key: (saved, now)}``)."""
+        mine = self.to_dict()
+        return {k: (other.get(k), v) for k, v in mine.items() if other.get(k) != v}
