@@ -29,6 +29,6 @@ def soft_aggregate(probs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     background = (1 - p).min(dim=0, keepdim=True).values
     p = torch.cat([background, p], dim=0)
     scores = torch.softmax(p / (1 - p), dim=0)
-    labels = scores.argmax(dim=0)
+    labels = scores.max(dim=0).indices  # = argmax (first maximum), several times faster over dim 0 on CPU
     keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(0, labels.unsqueeze(0), True)
     return labels, scores * keep

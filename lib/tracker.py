@@ -23,6 +23,10 @@ Frame loop (official semantics; see the README for where this engine saves work)
 
 4. New objects' masks are cut out of the older objects' probabilities; all are merged by soft
    aggregation; target models of computed objects are updated with their merged soft masks.
+
+Entry points: :meth:`Tracker.run_sequence` (a video), :meth:`Tracker.process_frame` (one RGB frame:
+steps 1-4), :meth:`Tracker.track_objects` (steps 3-4 from given features), and for object state
+:meth:`Tracker.init_object` (step 2) and :meth:`Tracker.restore_object` (from given tensors).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Sequence as Seq
 
 import numpy as np
 import torch
@@ -57,12 +62,17 @@ class TrackerConfig:
         seed: seeds each object's target-model initial weights and its first-frame augmentation.
         amp: ``None`` (float32) or ``"bf16"`` (autocast for the networks; the target-model
             optimisation stays float32).
+        channels_last: run the networks on channels-last (NHWC) tensors, which some backends run faster
+            (e.g. CUDA with AMP; on a 2-core CPU it measured within noise of the default). Results
+            equal the default layout's up to float rounding (~1e-7), not bit for bit. The tracker
+            converts the networks given to it in place.
     """
 
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     target: TargetModelConfig = field(default_factory=TargetModelConfig.eval_fast)
     seed: int = 0
     amp: Optional[str] = None
+    channels_last: bool = False
 
     def __post_init__(self):
         if self.amp not in (None, "bf16"):
@@ -84,6 +94,7 @@ class ObjectState:
     last_compute_gt: Optional[np.ndarray] = None  # (H, W) bool, for the oracle policy
     paths: Dict[int, Path] = field(default_factory=dict)  # frame index -> path (tracked frames)
     p_reuse: Dict[int, float] = field(default_factory=dict)  # frame index -> P_gate (when evaluated)
+    learns: bool = True  # whether the target model is updated after computed frames (False when restored)
 
 
 @dataclass
@@ -94,6 +105,25 @@ class FrameOutput:
     labels: np.ndarray  # (H, W) uint8 object ids
     paths: Dict[int, Path]
     p_reuse: Dict[int, float]
+
+
+@dataclass
+class FrameResult:
+    """Everything :meth:`Tracker.track_objects` computed on one frame (tensors on the device).
+
+    Attributes:
+        labels: (H, W) uint8 object ids after merging.
+        logits: object id -> (1, 1, H, W) refiner logits, for the objects tracked by the network on this
+            frame (compute or translate path; not copy, not objects starting on this frame).
+        probs: object id -> (H, W) probability that entered the merge (objects starting on this frame:
+            their given mask; older objects: masked by the new objects' masks).
+        merged: object id -> (H, W) merged soft mask (soft aggregation), the target models' label.
+    """
+
+    labels: Tensor
+    logits: Dict[int, Tensor]
+    probs: Dict[int, Tensor]
+    merged: Dict[int, Tensor]
 
 
 @dataclass
@@ -143,6 +173,9 @@ class Tracker:
         self.config = config
         self.in_channels = backbone.channels["layer4"]
         self.flops = FlopMeter(count_flops)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+            self.backbone.to(memory_format=torch.channels_last)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -156,7 +189,7 @@ class Tracker:
             torch.cuda.synchronize(self.device)
 
     def _to_tensor(self, image: np.ndarray) -> Tensor:
-        """(H, W, 3) uint8 -> (1, 3, H, W) uint8 on the device."""
+        """(H, W, 3) uint8 -> (1, 3, H, W) uint8 on the device (a view with channels-last strides)."""
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(self.device)
 
     def _target_score(self, target: OnlineTargetModel, layer4: Tensor) -> Tensor:
@@ -166,10 +199,16 @@ class Tracker:
 
     # --- object initialisation ----------------------------------------------------------------
 
-    def _new_target_model(self) -> TargetModel:
+    def new_target_model(self) -> TargetModel:
+        """A target model with random initial weights drawn under ``config.seed`` (global RNG untouched).
+
+        Every object starts from the same weights; ``torch.manual_seed(seed)`` followed by
+        ``TargetModel(C4, c)`` draws them, exactly as the official code does when seeded right before
+        creating its target model.
+        """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed)
-            return TargetModel(self.in_channels, self.config.target.c_channels)
+            return TargetModel(self.in_channels, self.config.target.c_channels).to(self.device)
 
     def init_object(self, obj_id: int, index: int, image: Tensor, mask: np.ndarray,
                     feats: Dict[str, Tensor]) -> ObjectState:
@@ -186,7 +225,7 @@ class Tracker:
         with self._autocast():
             aug_feats = self.backbone(aug_images.to(self.device))["layer4"]
         with torch.inference_mode(False):
-            target = OnlineTargetModel(self._new_target_model(), cfg)
+            target = OnlineTargetModel(self.new_target_model(), cfg)
             target.init(aug_feats.float().clone(), aug_labels.to(self.device).float())
         score = self._target_score(target, feats["layer4"])
         mask4 = mask_t[None, None].to(self.device)
@@ -200,12 +239,79 @@ class Tracker:
             prev_prob=mask_t.to(self.device).float(), last_compute_index=index,
         )
 
+    def restore_object(self, obj_id: int, start_index: int, template: Tensor, prev_score: Tensor,
+                       prev_refine: Tensor, target_weights: Mapping[str, Tensor], prev_prob: Tensor,
+                       last_compute_index: Optional[int] = None) -> ObjectState:
+        """An object's state built from given tensors instead of :meth:`init_object`.
+
+        For resuming from a known state (e.g. the official code's state after its first-frame
+        initialisation, in the equivalence tests). The target model gets ``target_weights`` but no
+        sample memory, so it scores frames but is **not updated online** (``learns`` is False): on
+        computed frames the merged mask is not stored and no CG runs. Nothing that a frame outputs
+        (logits, probabilities, merged masks, labels) depends on that update, which comes last.
+
+        Args:
+            obj_id: object id (> 0).
+            start_index: frame on which the object was initialised; tracked on later frames.
+            template: (1, 64, 64) template.
+            prev_score: (1, 1, H16, W16) score of the last computed frame.
+            prev_refine: (1, 64, H16, W16) deep refined feature of the last computed frame.
+            target_weights: ``{"project.weight": (c, C4, 1, 1), "filter.weight": (1, c, 3, 3)}`` with
+                ``c = config.target.c_channels``.
+            prev_prob: (H, W) probability (or given mask) of the object on its last frame.
+            last_compute_index: the object's last computed frame (default ``start_index``).
+
+        Raises:
+            ConfigError: the target-model weights do not fit the backbone or the configured width.
+        """
+        missing = {"project.weight", "filter.weight"} - set(target_weights)
+        if missing:
+            raise ConfigError(f"target-model weights lack {', '.join(sorted(missing))}")
+        project, filt = target_weights["project.weight"], target_weights["filter.weight"]
+        expected = (self.config.target.c_channels, self.in_channels, 1, 1)
+        if tuple(project.shape) != expected or tuple(filt.shape) != (1, expected[0], 3, 3):
+            raise ConfigError(f"target-model weights of shapes {tuple(project.shape)}, {tuple(filt.shape)} do not "
+                              f"fit project {expected} / filter {(1, expected[0], 3, 3)}")
+        model = TargetModel(self.in_channels, self.config.target.c_channels)
+        model.load_state_dict({"project.weight": project, "filter.weight": filt})
+        on_device = {name: t.to(self.device, torch.float32) for name, t in
+                     (("template", template), ("prev_score", prev_score), ("prev_refine", prev_refine),
+                      ("prev_prob", prev_prob))}
+        return ObjectState(
+            obj_id=obj_id, start_index=start_index,
+            target=OnlineTargetModel(model.to(self.device), self.config.target),
+            last_compute_index=start_index if last_compute_index is None else last_compute_index,
+            learns=False, **on_device,
+        )
+
     # --- tracking -----------------------------------------------------------------------------
 
-    def _track_object(self, obj: ObjectState, index: int, feats: Dict[str, Tensor],
-                      deep_feats: Callable[[], Dict[str, Tensor]], image_size, gt: Optional[np.ndarray]
-                      ) -> Tensor:
-        """Decide the path for one object on frame ``index`` and return its probability map (H, W)."""
+    def frame_features(self, image: Tensor) -> Dict[str, Tensor]:
+        """Stride-8 backbone features of a (1, 3, H, W) uint8 frame: ``layer1`` .. ``layer3``.
+
+        The deep features are added to the same dict by :meth:`deep_features` when first needed.
+        """
+        with torch.inference_mode(), self.flops.count("backbone_stride8", tuple(image.shape[-2:])), \
+                self._autocast():
+            return dict(self.backbone.forward_f8(image))
+
+    def deep_features(self, feats: Dict[str, Tensor], image_size: Seq[int]) -> Dict[str, Tensor]:
+        """Add ``layer4``, ``layer5`` to ``feats`` (in place) unless present; returns ``feats``.
+
+        Run at most once per frame, whichever objects need it (the official code recomputes them for
+        every object on the compute path; the result is the same).
+        """
+        if "layer4" not in feats:
+            with torch.inference_mode(), self.flops.count("backbone_deep", tuple(image_size)), self._autocast():
+                feats.update(self.backbone.forward_deep(feats["layer3"]))
+        return feats
+
+    def _track_object(self, obj: ObjectState, index: int, feats: Dict[str, Tensor], image_size,
+                      gt: Optional[np.ndarray]) -> Tuple[Tensor, Optional[Tensor]]:
+        """Decide the path for one object on frame ``index``.
+
+        Returns its probability map (H, W) and its logits (1, 1, H, W) (None on the copy path).
+        """
         policy = self.config.policy
         p_reuse = None
         tpl_s = None
@@ -224,15 +330,16 @@ class Tracker:
             obj.p_reuse[index] = p_reuse
 
         if path is Path.COPY:
-            return obj.prev_prob
+            return obj.prev_prob, None
         if path is Path.TRANSLATE:
             with self.flops.count("reuse_path", size_key), self._autocast():
                 delta = self.model.delta(tpl_s)
                 score = obj.prev_score + delta.float()
                 x16 = self.model.translate(obj.prev_refine, delta)
                 logits = self.model.shallow(x16, score, feats["layer3"], feats["layer2"], image_size)
-            return torch.sigmoid(logits.float())[0, 0]
-        deep = deep_feats()
+            logits = logits.float()
+            return torch.sigmoid(logits)[0, 0], logits
+        deep = self.deep_features(feats, image_size)
         with self.flops.count("compute_path", size_key):
             score = self._target_score(obj.target, deep["layer4"])
             with self._autocast():
@@ -243,7 +350,63 @@ class Tracker:
         obj.last_compute_index = index
         if gt is not None:
             obj.last_compute_gt = gt == obj.obj_id
-        return torch.sigmoid(logits.float())[0, 0]
+        logits = logits.float()
+        return torch.sigmoid(logits)[0, 0], logits
+
+    def track_objects(self, index: int, feats: Dict[str, Tensor], objects: Dict[int, ObjectState],
+                      image_size: Seq[int], gt: Optional[np.ndarray] = None) -> FrameResult:
+        """Track, merge and update all objects on frame ``index`` (steps 3-4 of the module docstring).
+
+        Objects that started before ``index`` are tracked (their state is updated in place); objects
+        starting on ``index`` contribute their given mask (``prev_prob``), which is cut out of the
+        older objects' probabilities. All are merged by soft aggregation, and the target models of
+        the objects that took the compute path (and learn) are updated with their merged soft masks.
+
+        Args:
+            index: frame index.
+            feats: the frame's backbone features, at least ``layer2``, ``layer3``; ``layer4``/``layer5``
+                are computed from ``layer3`` when an object needs them (unless given).
+            objects: every object started so far, by id (at least one).
+            image_size: (H, W) of the frame.
+            gt: (H, W) ground-truth object ids (oracle policy only).
+        """
+        size_key = tuple(image_size)
+        with torch.inference_mode():
+            probs: Dict[int, Tensor] = {}
+            logits: Dict[int, Tensor] = {}
+            for obj in objects.values():
+                if obj.start_index < index:
+                    probs[obj.obj_id], obj_logits = self._track_object(obj, index, feats, image_size, gt)
+                    if obj_logits is not None:
+                        logits[obj.obj_id] = obj_logits
+            new = {o.obj_id: o.prev_prob for o in objects.values() if o.start_index == index}
+            if new:
+                keep = 1.0 - (torch.stack(list(new.values())).amax(dim=0) > 0.5).float()
+                for obj_id in probs:
+                    probs[obj_id] = probs[obj_id] * keep
+                probs.update(new)
+
+            ids = sorted(probs)
+            labels, merged = soft_aggregate(torch.stack([probs[i] for i in ids]))
+            merged_by_id = {obj_id: merged[k] for k, obj_id in enumerate(ids, start=1)}
+            for obj_id in ids:
+                obj = objects[obj_id]
+                obj.prev_prob = probs[obj_id]
+                if obj.learns and obj.paths.get(index) is Path.COMPUTE:
+                    self._update_target(obj.target, merged_by_id[obj_id], size_key)
+            lut = torch.tensor([0] + ids, dtype=torch.uint8, device=labels.device)
+            return FrameResult(lut[labels], logits, probs, merged_by_id)
+
+    def _update_target(self, target: OnlineTargetModel, merged: Tensor, size_key: tuple) -> None:
+        """Store the last applied frame with its merged soft mask (H, W); CG every train_skipping frames."""
+        if self.flops.enabled:
+            stores = int((merged > 0.5).sum()) >= MIN_OBJECT_PIXELS  # else update() skips
+            cost_key = (size_key, stores, target.memory.current_size,
+                        (target.frame_count % target.config.train_skipping) == 0)
+        else:
+            cost_key = ()
+        with self.flops.count("target_model_update", *cost_key), torch.inference_mode(False):
+            target.update(merged[None, None].clone())
 
     def process_frame(self, seq: Sequence, index: int, image_np: np.ndarray,
                       objects: Dict[int, ObjectState], gt: Optional[np.ndarray] = None) -> tuple:
@@ -256,26 +419,14 @@ class Tracker:
         size_key = tuple(image_size)
         init_seconds = 0.0
         with torch.inference_mode():
-            with self.flops.count("backbone_stride8", size_key), self._autocast():
-                feats = dict(self.backbone.forward_f8(image))
-
-            def deep_feats() -> Dict[str, Tensor]:
-                if "layer4" not in feats:
-                    with self.flops.count("backbone_deep", size_key), self._autocast():
-                        feats.update(self.backbone.forward_deep(feats["layer3"]))
-                return feats
-
-            tracked = list(objects.values())
+            feats = self.frame_features(image)
             new_ids = seq.objects_starting_at(index)
-            new_masks: Dict[int, np.ndarray] = {}
             if new_ids:
                 start = time.perf_counter()
-                deep_feats()
+                self.deep_features(feats, image_size)
                 for obj_id in new_ids:
-                    mask = seq.start_mask(obj_id)
-                    new_masks[obj_id] = mask
                     with self.flops.count("object_init", size_key):
-                        objects[obj_id] = self.init_object(obj_id, index, image, mask, feats)
+                        objects[obj_id] = self.init_object(obj_id, index, image, seq.start_mask(obj_id), feats)
                     if gt is not None:
                         objects[obj_id].last_compute_gt = gt == obj_id
                 self._sync()
@@ -283,31 +434,7 @@ class Tracker:
 
             if not objects:
                 return np.zeros(image_np.shape[:2], np.uint8), init_seconds
-
-            probs: Dict[int, Tensor] = {}
-            for obj in tracked:
-                probs[obj.obj_id] = self._track_object(obj, index, feats, deep_feats, image_size, gt)
-            if new_masks:
-                covered = torch.from_numpy(np.any(np.stack(list(new_masks.values())), axis=0))
-                keep = 1.0 - covered.to(self.device).float()
-                for obj_id in probs:
-                    probs[obj_id] = probs[obj_id] * keep
-                for obj_id, mask in new_masks.items():
-                    probs[obj_id] = torch.from_numpy(mask).to(self.device).float()
-
-            ids = sorted(probs)
-            labels, merged = soft_aggregate(torch.stack([probs[i] for i in ids]))
-            for k, obj_id in enumerate(ids, start=1):
-                objects[obj_id].prev_prob = probs[obj_id]
-                if objects[obj_id].paths.get(index) is Path.COMPUTE:
-                    target = objects[obj_id].target
-                    stores = int((merged[k] > 0.5).sum()) >= MIN_OBJECT_PIXELS  # else update() skips
-                    cost_key = (size_key, stores, target.memory.current_size,
-                                (target.frame_count % target.config.train_skipping) == 0)
-                    with self.flops.count("target_model_update", *cost_key), torch.inference_mode(False):
-                        target.update(merged[k][None, None].clone())
-            lut = torch.tensor([0] + ids, dtype=torch.uint8, device=labels.device)
-            out = lut[labels]
+            out = self.track_objects(index, feats, objects, image_size, gt).labels
         self._sync()
         return out.cpu().numpy(), init_seconds
 

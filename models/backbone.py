@@ -140,8 +140,13 @@ class FeatureExtractor(nn.Module):
         (B,3,H,W) RGB 0..255 -> ``layer1`` (B,64,H4,W4), ``layer2`` (B,C2,H4,W4), ``layer3`` (B,C3,H8,W8).
         """
         r = self.resnet
-        x = self.normalize(image)
-        layer1 = r.maxpool(r.relu(r.bn1(r.conv1(x))))
+        x = r.relu(r.bn1(r.conv1(self.normalize(image))))
+        if x.device.type == "cpu" and not x.is_contiguous(memory_format=torch.channels_last):
+            # Max-pooling is exact in any memory layout, and PyTorch's CPU kernel is several times faster
+            # on channels-last tensors; the result goes back to NCHW, so the convolutions are unchanged.
+            layer1 = r.maxpool(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        else:
+            layer1 = r.maxpool(x)
         layer2 = r.layer1(layer1)
         layer3 = r.layer2(layer2)
         return {"layer1": layer1, "layer2": layer2, "layer3": layer3}

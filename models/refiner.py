@@ -15,7 +15,8 @@ G-FRTM splits the path for reuse at inference:
 * :meth:`SegmentationNetwork.shallow`: stages ``layer3``, ``layer2`` and the upsampler -> logits.
 
 Attribute names match the official state-dict keys (``TSE``, ``RRB1``, ``CAB``, ``RRB2``,
-``Diff_process``, ``project``).
+``Diff_process``, ``project``). ReLUs work in place on freshly computed tensors (same values, less
+memory traffic).
 """
 
 from __future__ import annotations
@@ -40,6 +41,52 @@ def resize(x: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(x, size, mode="bilinear", align_corners=False)
 
 
+BICUBIC_A = -0.75  # the cubic convolution coefficient of PyTorch's (and OpenCV's) bicubic interpolation
+
+
+def _bicubic_phase_taps() -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """The 4-tap filters of 2x bicubic upsampling (align_corners=False), padded to 5 common taps.
+
+    Output 2i samples the input at i - 1/4 (taps i-2 .. i+1, fraction 3/4); output 2i+1 at i + 1/4
+    (taps i-1 .. i+2, fraction 1/4). Over the window i-2 .. i+2 the even phase uses the first four
+    taps and the odd phase the last four.
+    """
+    a = BICUBIC_A
+
+    def near(d: float) -> float:  # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d: float) -> float:  # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    def taps(t: float) -> Tuple[float, ...]:
+        return far(1 + t), near(t), near(1 - t), far(2 - t)
+
+    return taps(0.75) + (0.0,), (0.0,) + taps(0.25)
+
+
+BICUBIC_TAPS = _bicubic_phase_taps()
+
+
+def bicubic_up2(x: Tensor) -> Tensor:
+    """2x bicubic upsampling, ``F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)``.
+
+    Computed as the official code does in spirit, with fixed polyphase filters: the border is
+    replicated by 2 pixels (PyTorch clamps the taps to the image), then one depthwise convolution per
+    axis produces both output phases, which are interleaved. Equal to ``F.interpolate`` up to float
+    rounding (about 1e-7 of the values' range) and about twice as fast on CPU.
+
+    (B,C,H,W) -> (B,C,2H,2W).
+    """
+    b, c, h, w = x.shape
+    taps = torch.tensor(BICUBIC_TAPS, dtype=x.dtype, device=x.device)  # (2 phases, 5 taps)
+    x = F.pad(x, (2, 2, 2, 2), mode="replicate")
+    rows = F.conv2d(x, taps.view(2, 1, 1, 5).repeat(c, 1, 1, 1), groups=c)  # (B, 2C, H+4, W)
+    rows = rows.reshape(b, c, 2, h + 4, w).permute(0, 1, 3, 4, 2).reshape(b, c, h + 4, 2 * w)
+    out = F.conv2d(rows, taps.view(2, 1, 5, 1).repeat(c, 1, 1, 1), groups=c)  # (B, 2C, H, 2W)
+    return out.reshape(b, c, 2, h, 2 * w).transpose(2, 3).reshape(b, c, 2 * h, 2 * w)
+
+
 def expand_batch(x: Tensor, batch: int) -> Tensor:
     """(1,...) -> (batch,...) view for features shared by several objects; other batch sizes as is."""
     return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 and batch > 1 else x
@@ -59,9 +106,9 @@ class TSE(nn.Module):
 
     def __init__(self, feature_channels: int, oc: int = CHANNELS):
         super().__init__()
-        self.reduce = nn.Sequential(_conv(feature_channels, oc, 1), nn.ReLU(), _conv(oc, oc, 1))
-        self.transform = nn.Sequential(_conv(oc + 1, oc + 1, 3), nn.ReLU(), _conv(oc + 1, oc + 1, 3), nn.ReLU(),
-                                       _conv(oc + 1, oc, 3), nn.ReLU())
+        self.reduce = nn.Sequential(_conv(feature_channels, oc, 1), nn.ReLU(inplace=True), _conv(oc, oc, 1))
+        self.transform = nn.Sequential(_conv(oc + 1, oc + 1, 3), nn.ReLU(inplace=True), _conv(oc + 1, oc + 1, 3),
+                                       nn.ReLU(inplace=True), _conv(oc + 1, oc, 3), nn.ReLU(inplace=True))
 
     def forward(self, feature: Tensor, score: Tensor, deeper: Tensor | None) -> Tuple[Tensor, Tensor]:
         """feature (1 or B,fc,h,w), score (B,1,h',w'), deeper (B,64,·,·) or None.
@@ -82,11 +129,11 @@ class RRB(nn.Module):
         super().__init__()
         self.conv1x1 = _conv(oc, oc, 1)
         norm: nn.Module = nn.BatchNorm2d(oc) if use_bn else nn.Identity()
-        self.bblock = nn.Sequential(_conv(oc, oc, 3), norm, nn.ReLU(), _conv(oc, oc, 3, bias=False))
+        self.bblock = nn.Sequential(_conv(oc, oc, 3), norm, nn.ReLU(inplace=True), _conv(oc, oc, 3, bias=False))
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv1x1(x)
-        return F.relu(h + self.bblock(h))
+        return (h + self.bblock(h)).relu_()
 
 
 class CAB(nn.Module):
@@ -98,7 +145,7 @@ class CAB(nn.Module):
 
     def __init__(self, oc: int = CHANNELS):
         super().__init__()
-        self.convreluconv = nn.Sequential(_conv(2 * oc, oc, 1), nn.ReLU(), _conv(oc, oc, 1))
+        self.convreluconv = nn.Sequential(_conv(2 * oc, oc, 1), nn.ReLU(inplace=True), _conv(oc, oc, 1))
 
     def forward(self, deeper: Tensor, shallow: Tensor) -> Tensor:
         """deeper (B,64,hd,wd) (or (B,64,1,1)), shallow (B,64,h,w) -> (B,64,h,w)."""
@@ -147,7 +194,8 @@ class Upsampler(nn.Module):
 
     2x bicubic up -> 3x3 64->32 + ReLU -> 2x bicubic up -> bilinear resize to the image size ->
     3x3 32->1. (B,64,H4,W4) -> (B,1,H,W). The official fixed polyphase bicubic filter equals
-    ``F.interpolate(scale_factor=2, mode='bicubic', align_corners=False)``.
+    ``F.interpolate(scale_factor=2, mode='bicubic', align_corners=False)``; :func:`bicubic_up2` computes
+    it with depthwise convolutions.
     """
 
     def __init__(self, ic: int = CHANNELS):
@@ -155,12 +203,8 @@ class Upsampler(nn.Module):
         self.conv1 = _conv(ic, ic // 2, 3)
         self.conv2 = _conv(ic // 2, 1, 3)
 
-    @staticmethod
-    def _up2(x: Tensor) -> Tensor:
-        return F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
-
     def forward(self, x: Tensor, image_size: Sequence[int]) -> Tensor:
-        x = self._up2(F.relu(self.conv1(self._up2(x))))
+        x = bicubic_up2(self.conv1(bicubic_up2(x)).relu_())
         return self.conv2(resize(x, image_size))
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks of the G-FRTM implementation (``python -m benchmarks.speed``)."""

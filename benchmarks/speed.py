@@ -1,0 +1,518 @@
+"""Speed benchmark: per-module and whole-frame timings of the compute and the reuse path.
+
+::
+
+    python -m benchmarks.speed --ftext resnet18 --size 480 854 --dev cpu [--repeats N] [--warmup N]
+                               [--threads N] [--json OUT]
+
+One object on a synthetic frame pair (a textured background and an elliptic object that moves by a
+few pixels), with random-init weights: timings and FLOPs depend on shapes, not on weight values. What
+is timed, each after ``--warmup`` untimed runs, ``--repeats`` times (median, quartiles, min, max):
+
+* the modules, each called alone on the frame's real inputs: backbone to stride 8, deep backbone,
+  template matching + gate, target-model apply, target-model update (memory insertion + one CG run
+  with the evaluation settings), refiner of the compute path (deep stages, shallow stages,
+  upsampler), refiner of the reuse path (delta-generator, refine-translator, shallow stages,
+  upsampler);
+* whole frames through the inference engine (:meth:`lib.tracker.Tracker.process_frame`, from the
+  RGB array to the label map): a compute-path frame (tau = 1) without the CG update (7 of 8 computed
+  frames), the compute-path frame that runs the CG update (every ``train_skipping``-th computed
+  frame, memory as after the first 7 computed frames), and a reuse-path frame (tau = -1). Each timed
+  frame starts from the same object state, restored untimed.
+
+All measurements run round-robin, one of each per round, so that a change of background load hits
+them alike. The table gives every module's share of its path's frame time and FLOPs (lib.flops); the
+rest of a frame's time is the engine overhead row (merging, sigmoid, memory insertion, tensor
+conversions). The reuse/compute ratios are given for time and FLOPs. Peak memory of one frame per
+path: on the CPU the resident set size (``VmHWM`` of ``/proc/self/status``, reset through
+``/proc/self/clear_refs`` before the frame), each path in a fresh process; on CUDA
+``torch.cuda.max_memory_allocated``. CUDA timings use CUDA events.
+
+On a shared CPU, ``--threads 1`` gives far steadier numbers than several threads competing with
+other processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import multiprocessing
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from dataset.sequence import Sequence as VideoSequence
+from lib.cli import run_cli
+from lib.errors import ConfigError
+from lib.flops import measure, path_flops
+from lib.io import atomic_write_json
+from lib.policies import PolicyConfig
+from lib.tracker import ObjectState, Tracker, TrackerConfig
+from models.backbone import FeatureExtractor
+from models.gfrtm import GFRTM
+
+GIGA = 1e-9
+OUTPUT_BIAS = 4.0
+
+# (key, label, path): path is "both", "compute" or "reuse" (where the module runs on a tracked frame)
+MODULES: Tuple[Tuple[str, str, str], ...] = (
+    ("backbone_stride8", "backbone to stride 8", "both"),
+    ("template_matching_gate", "template matching + gate", "both"),
+    ("backbone_deep", "deep backbone (stride 16, 32)", "compute"),
+    ("target_model_apply", "target-model apply", "compute"),
+    ("refiner_full", "refiner, compute path", "compute"),
+    ("refiner_reuse", "refiner, reuse path", "reuse"),
+)
+FRAMES: Tuple[Tuple[str, str], ...] = (
+    ("frame_compute", "frame: compute path"),
+    ("frame_reuse", "frame: reuse path"),
+    ("frame_compute_cg", "frame: compute path + CG update"),
+)
+
+
+# --- measurement helpers ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Timing:
+    """Repeated wall-clock measurements of one thing, in seconds."""
+
+    samples: List[float]
+
+    def summary(self) -> Dict[str, float]:
+        """median, q1, q3, min, max in milliseconds."""
+        ms = sorted(s * 1e3 for s in self.samples)
+        if len(ms) >= 2:
+            q1, _, q3 = statistics.quantiles(ms, n=4, method="inclusive")
+        else:
+            q1 = q3 = ms[0]
+        return {"median_ms": statistics.median(ms), "q1_ms": q1, "q3_ms": q3, "min_ms": ms[0], "max_ms": ms[-1]}
+
+
+Job = Tuple[Callable[[object], object], Optional[Callable[[], object]]]
+"""(fn, setup): ``fn(setup())`` is timed, ``setup()`` (untimed) may be None."""
+
+
+class Stopwatch:
+    """Times callables on a device: CUDA events on CUDA, ``time.perf_counter`` otherwise.
+
+    :meth:`time_interleaved` runs the jobs round-robin (``warmup`` untimed rounds, then ``repeats``
+    timed ones, each round in a rotated order), so that a change of background load affects every
+    job alike instead of one job's whole series.
+    """
+
+    def __init__(self, device: torch.device, repeats: int, warmup: int):
+        self.device = device
+        self.repeats = repeats
+        self.warmup = warmup
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def once(self, fn: Callable[[object], object], state: object) -> float:
+        """Seconds taken by ``fn(state)``."""
+        self._sync()
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn(state)
+            end.record()
+            torch.cuda.synchronize(self.device)
+            return start.elapsed_time(end) / 1e3
+        begin = time.perf_counter()
+        fn(state)
+        return time.perf_counter() - begin
+
+    def time_interleaved(self, jobs: Dict[str, Job]) -> Dict[str, Timing]:
+        names = list(jobs)
+        samples: Dict[str, List[float]] = {name: [] for name in names}
+        for run in range(self.warmup + self.repeats):
+            shift = run % len(names)
+            for name in names[shift:] + names[:shift]:
+                fn, setup = jobs[name]
+                elapsed = self.once(fn, setup() if setup is not None else None)
+                if run >= self.warmup:
+                    samples[name].append(elapsed)
+        return {name: Timing(values) for name, values in samples.items()}
+
+
+class PeakMemory:
+    """Peak memory of a block of code: RSS on the CPU, allocated CUDA memory on CUDA (bytes)."""
+
+    STATUS = Path("/proc/self/status")
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def _status(self) -> Dict[str, int]:
+        text = self.STATUS.read_text()
+        return {key: int(re.search(rf"{key}:\s+(\d+)", text).group(1)) * 1024 for key in ("VmRSS", "VmHWM")}
+
+    def measure(self, fn: Callable[[], object]) -> Dict[str, object]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            fn()
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+            return {"kind": "cuda max_memory_allocated", "peak_bytes": peak, "increase_bytes": peak - before}
+        if not self.STATUS.is_file():
+            fn()
+            return {"kind": "unavailable (no /proc/self/status)", "peak_bytes": None, "increase_bytes": None}
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+            reset = True
+        except OSError:
+            reset = False
+        before = self._status()["VmRSS"]
+        fn()
+        peak = self._status()["VmHWM"]
+        kind = "RSS (VmHWM)" if reset else "RSS (VmHWM of the whole process: could not reset it)"
+        return {"kind": kind, "peak_bytes": peak, "increase_bytes": peak - before if reset else None}
+
+
+# --- the scene --------------------------------------------------------------------------------
+
+
+def synthetic_frames(height: int, width: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two (H, W, 3) uint8 frames and the (H, W) uint8 object mask of the first.
+
+    A smooth random background with noise; an ellipse (about 1/10 of the image) of another colour,
+    moved by (2, 3) pixels in the second frame.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    phases = rng.uniform(0, 2 * np.pi, size=3)
+    background = np.stack([np.sin(xx / 23 + p) + np.cos(yy / 17 - p) for p in phases], axis=-1)
+    background = 127 + 50 * background + rng.normal(0, 12, size=(height, width, 3))
+    cy, cx, ry, rx = height / 2, width / 2, max(height / 5, 3), max(width / 6, 3)
+    mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+    colour = np.array([200.0, 60.0, 40.0]) + rng.normal(0, 10, size=(height, width, 3))
+    frame0 = np.where(mask[..., None], colour, background).clip(0, 255).astype(np.uint8)
+    frame1 = np.roll(frame0, shift=(2, 3), axis=(0, 1))
+    return frame0, frame1, mask.astype(np.uint8)
+
+
+def _state_copy(obj: ObjectState) -> ObjectState:
+    """An independent copy of an object's state (the target model and its memory deep-copied)."""
+    return dataclasses.replace(obj, target=copy.deepcopy(obj.target), paths={}, p_reuse={})
+
+
+def _two_frame_sequence(height: int, width: int) -> VideoSequence:
+    """A sequence description for ``process_frame`` on frame 1 (its files are never read: the frames are
+    passed in and the object is initialised on frame 0 directly)."""
+    frames = ("00000", "00001")
+    return VideoSequence(name="synthetic", frames=frames, image_files=tuple(Path(f"{f}.jpg") for f in frames),
+                         annotation_files={frames[0]: Path(f"{frames[0]}.png")}, object_ids=(1,),
+                         start_frames={1: frames[0]})
+
+
+# --- the benchmark ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Scene:
+    """Networks, the two engines (tau = 1 and tau = -1), the frames and the initialised object."""
+
+    model: GFRTM
+    backbone: FeatureExtractor
+    trackers: Dict[str, Tracker]  # "compute" (tau = 1), "reuse" (tau = -1)
+    frame1: np.ndarray
+    mask0: np.ndarray
+    seq: VideoSequence
+    initial: ObjectState  # the object right after its initialisation on frame 0
+
+    def frame(self, path: str, state: ObjectState) -> np.ndarray:
+        """One engine frame (frame 1) on ``path`` from ``state`` (updated in place); the label map."""
+        return self.trackers[path].process_frame(self.seq, 1, self.frame1, {1: state})[0]
+
+
+def build_scene(ftext: str, size: Tuple[int, int], device: torch.device, seed: int,
+                channels_last: bool) -> Scene:
+    """Random-init networks (seeded), synthetic frames, and the object initialised on frame 0."""
+    height, width = size
+    torch.manual_seed(seed)
+    model = GFRTM(ftext)
+    # A random network predicts p ~ 0.5 everywhere, i.e. an empty mask, and the engine would then skip
+    # the target-model update. A positive bias on the last conv makes the predicted mask non-empty, so
+    # the engine stores samples and runs CG as with a trained model (costs do not depend on values).
+    with torch.no_grad():
+        model.refiner.project.conv2.bias.fill_(OUTPUT_BIAS)
+    backbone = FeatureExtractor(ftext, "none")
+    trackers = {name: Tracker(model, backbone, TrackerConfig(policy=PolicyConfig("gate", tau), seed=seed,
+                                                             channels_last=channels_last), device, count_flops=False)
+                for name, tau in (("compute", 1.0), ("reuse", -1.0))}
+    frame0, frame1, mask0 = synthetic_frames(height, width, seed)
+    tracker = trackers["compute"]
+    with torch.inference_mode():
+        image0 = tracker._to_tensor(frame0)
+        feats0 = tracker.deep_features(tracker.frame_features(image0), size)
+        initial = tracker.init_object(1, 0, image0, mask0, feats0)
+    return Scene(model, backbone, trackers, frame1, mask0, _two_frame_sequence(height, width), initial)
+
+
+def _peak_rss_of_one_frame(ftext: str, size: Tuple[int, int], seed: int, threads: int, channels_last: bool,
+                           path: str) -> Dict[str, object]:
+    """In a fresh process: build the scene, then the peak RSS of the first frame on ``path``."""
+    torch.set_num_threads(threads)
+    scene = build_scene(ftext, size, torch.device("cpu"), seed, channels_last)
+    state = _state_copy(scene.initial)
+    return PeakMemory(torch.device("cpu")).measure(lambda: scene.frame(path, state))
+
+
+def peak_memory_per_path(ftext: str, size: Tuple[int, int], device: torch.device, seed: int, channels_last: bool,
+                         scene: Scene) -> Dict[str, Dict[str, object]]:
+    """Peak memory of one frame per path. On the CPU each path gets a fresh process, because the RSS of a
+    process that already ran frames depends on what its allocator kept; on CUDA the allocator's peak is
+    reset in this process."""
+    if device.type == "cuda":
+        memory = PeakMemory(device)
+        return {path: memory.measure(lambda path=path: scene.frame(path, _state_copy(scene.initial)))
+                for path in ("compute", "reuse")}
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return {path: pool.apply(_peak_rss_of_one_frame,
+                                 (ftext, size, seed, torch.get_num_threads(), channels_last, path))
+                for path in ("compute", "reuse")}
+
+
+def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), device: str = "cpu",
+                  repeats: int = 10, warmup: int = 2, threads: Optional[int] = None, seed: int = 0,
+                  channels_last: bool = False, log: Callable[[str], None] = lambda line: None) -> Dict[str, object]:
+    """Measure everything (see the module docstring); returns the JSON-ready result."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--dev {device}: CUDA is not available on this machine")
+    if repeats < 1 or warmup < 0:
+        raise ConfigError(f"need --repeats >= 1 and --warmup >= 0, got {repeats} and {warmup}")
+    height, width = (int(s) for s in size)
+    if min(height, width) < 32:
+        raise ConfigError(f"--size must be at least 32x32, got {height}x{width}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    log("initialising the object (first-frame augmentation + GN/CG)")
+    scene = build_scene(ftext, (height, width), dev, seed, channels_last)
+    model, backbone, trackers, initial = scene.model, scene.backbone, scene.trackers, scene.initial
+    frame1, mask0, seq = scene.frame1, scene.mask0, scene.seq
+    tracker = trackers["compute"]
+    train_skipping = tracker.config.target.train_skipping
+    with torch.inference_mode():
+        image1 = tracker._to_tensor(frame1)
+        feats1 = tracker.deep_features(tracker.frame_features(image1), (height, width))
+
+    # The state before the computed frame that runs CG: train_skipping - 2 computed frames after init
+    # (init's own apply counts as one, spec 6.3 item 18), run untimed.
+    before_cg = _state_copy(initial)
+    for _ in range(train_skipping - 2):
+        tracker.process_frame(seq, 1, frame1, {1: before_cg})
+    assert (before_cg.target.frame_count + 1) % train_skipping == 0
+    assert before_cg.target.memory.current_size == initial.target.memory.current_size + train_skipping - 2, \
+        "the engine did not store the computed frames in the target model's memory"
+    memory_after_cg = before_cg.target.memory.current_size + 1
+
+    with torch.inference_mode():
+        score = tracker._target_score(_state_copy(initial).target, feats1["layer4"])
+        tpl_s = model.match(feats1["layer3"], initial.prev_score, initial.template)
+        soft_mask = torch.from_numpy(mask0).to(dev).float()[None, None]
+    applied = _state_copy(initial).target  # apply() only counts frames and caches its projection
+    size_hw = (height, width)
+
+    def inference(fn: Callable[[], object]) -> Callable[[object], object]:
+        def run(_: object) -> object:
+            with torch.inference_mode():
+                return fn()
+        return run
+
+    def refine_reuse() -> torch.Tensor:
+        delta = model.delta(tpl_s)
+        return model.shallow(model.translate(initial.prev_refine, delta), initial.prev_score + delta,
+                             feats1["layer3"], feats1["layer2"], size_hw)
+
+    def applied_before_update() -> ObjectState:
+        state = _state_copy(before_cg)
+        tracker._target_score(state.target, feats1["layer4"])  # frame_count becomes a multiple of 8
+        return state
+
+    def update(state: ObjectState) -> None:
+        with torch.inference_mode(False):
+            assert state.target.update(soft_mask.clone())
+
+    def frame(engine: Tracker, state: ObjectState) -> Job:
+        return (lambda obj: engine.process_frame(seq, 1, frame1, {1: obj})), (lambda: _state_copy(state))
+
+    jobs: Dict[str, Job] = {
+        "backbone_stride8": (inference(lambda: backbone.forward_f8(image1)), None),
+        "backbone_deep": (inference(lambda: backbone.forward_deep(feats1["layer3"])), None),
+        "template_matching_gate": (inference(lambda: float(model.reuse_probability(
+            model.gate_logits(model.match(feats1["layer3"], initial.prev_score, initial.template)).float())[0])),
+            None),
+        "target_model_apply": (inference(lambda: tracker._target_score(applied, feats1["layer4"])), None),
+        "refiner_full": (inference(lambda: model.shallow(model.deep(score, feats1["layer5"], feats1["layer4"]),
+                                                         score, feats1["layer3"], feats1["layer2"], size_hw)), None),
+        "refiner_reuse": (inference(refine_reuse), None),
+        "target_model_update": (update, applied_before_update),
+        "frame_compute": frame(trackers["compute"], initial),
+        "frame_reuse": frame(trackers["reuse"], initial),
+        "frame_compute_cg": frame(trackers["compute"], before_cg),
+    }
+    log(f"timing {len(jobs)} measurements round-robin, {warmup} + {repeats} rounds")
+    timings = Stopwatch(dev, repeats, warmup).time_interleaved(jobs)
+    check = _state_copy(initial)
+    trackers["reuse"].process_frame(seq, 1, frame1, {1: check})
+    assert check.paths[1].reuses, "tau = -1 must reuse"
+
+    log("peak memory per path")
+    peak = peak_memory_per_path(ftext, (height, width), dev, seed, channels_last, scene)
+
+    log("counting FLOPs")
+    flops = path_flops(ftext, (height, width), tracker.config.target.c_channels)
+    state = applied_before_update()
+    flops_update = measure(update, state) * GIGA
+    result = assemble(ftext, (height, width), dev, torch.get_num_threads(), repeats, warmup, timings, flops,
+                      flops_update, peak, memory_after_cg, train_skipping)
+    result["channels_last"] = channels_last
+    return result
+
+
+def assemble(ftext: str, size: Tuple[int, int], device: torch.device, threads: int, repeats: int, warmup: int,
+             timings: Dict[str, Timing], flops: Dict[str, object], flops_update: float,
+             peak: Dict[str, Dict[str, object]], memory_samples: int, train_skipping: int) -> Dict[str, object]:
+    """Build the result dict: rows with medians, spreads, GFLOPs and per-path shares; ratios."""
+    m: Dict[str, float] = flops["modules"]  # type: ignore[assignment]
+    head = m["refiner_shallow_stages"] + m["upsampler"]
+    gflops = {
+        "backbone_stride8": m["backbone_stride8"],
+        "template_matching_gate": m["template_matching"] + m["gate"],
+        "backbone_deep": m["backbone_deep"],
+        "target_model_apply": m["target_model_apply"],
+        "refiner_full": m["refiner_deep_stages"] + head,
+        "refiner_reuse": m["delta_generator"] + m["refine_translator"] + head,
+        "target_model_update": flops_update,
+        "frame_compute": float(flops["full"]),
+        "frame_reuse": float(flops["reuse"]),
+        "frame_compute_cg": float(flops["full"]) + flops_update,
+    }
+    stats = {key: t.summary() for key, t in timings.items()}
+    frame_of = {"compute": "frame_compute", "reuse": "frame_reuse"}
+    rows = []
+    for key, label, path in MODULES:
+        row = {"key": key, "label": label, "path": path, **stats[key], "gflops": gflops[key], "share": {}}
+        for p, frame in frame_of.items():
+            if path in ("both", p):
+                row["share"][p] = {"time_pct": 100 * stats[key]["median_ms"] / stats[frame]["median_ms"],
+                                   "flops_pct": 100 * gflops[key] / gflops[frame]}
+        rows.append(row)
+    overhead = {"key": "engine_overhead", "label": "engine overhead (frame - modules)", "path": "both",
+                "median_ms": None, "gflops": 0.0, "share": {}}
+    for p, frame in frame_of.items():
+        parts = sum(r["median_ms"] for r in rows if p in r["share"])
+        flops_rest = gflops[frame] - sum(r["gflops"] for r in rows if p in r["share"])
+        overhead["share"][p] = {"time_pct": 100 * (stats[frame]["median_ms"] - parts) / stats[frame]["median_ms"],
+                                "flops_pct": 100 * round(flops_rest / gflops[frame], 9)}
+        overhead[f"{p}_ms"] = stats[frame]["median_ms"] - parts
+    rows.append(overhead)
+    update_label = f"target-model update (CG, {memory_samples} samples)"
+    rows.append({"key": "target_model_update", "label": update_label, "path": f"compute, every {train_skipping}th",
+                 **stats["target_model_update"], "gflops": gflops["target_model_update"], "share": {}})
+    frames = {key: {"label": label, **stats[key], "gflops": gflops[key]} for key, label in FRAMES}
+    plain, with_cg = stats["frame_compute"]["median_ms"], stats["frame_compute_cg"]["median_ms"]
+    amortised_ms = ((train_skipping - 1) * plain + with_cg) / train_skipping
+    amortised_gflops = gflops["frame_compute"] + flops_update / train_skipping
+    frames["frame_compute_amortised"] = {
+        "label": f"frame: compute path, amortised ({train_skipping - 1} plain + 1 with CG)",
+        "median_ms": amortised_ms, "gflops": amortised_gflops}
+    reuse_ms = stats["frame_reuse"]["median_ms"]
+    ratios = {"time": reuse_ms / plain, "flops": gflops["frame_reuse"] / gflops["frame_compute"],
+              "time_vs_amortised": reuse_ms / amortised_ms,
+              "flops_vs_amortised": gflops["frame_reuse"] / amortised_gflops}
+    return {
+        "ftext": ftext, "size": list(size), "device": str(device), "threads": threads, "repeats": repeats,
+        "warmup": warmup, "torch": torch.__version__,
+        "weights": (f"random initialisation (timings and FLOPs depend on shapes only); last conv bias {OUTPUT_BIAS:g} "
+                    "so that the predicted mask is non-empty and the target model is updated as in real use"),
+        "rows": rows, "frames": frames, "ratios": ratios, "peak_memory": peak,
+    }
+
+
+def _fmt_ms(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:9.2f}"
+
+
+def format_table(result: Dict[str, object]) -> str:
+    """The human-readable table of a :func:`run_benchmark` result."""
+    h, w = result["size"]
+    lines = [
+        f"G-FRTM speed, {result['ftext']} at {h}x{w} on {result['device']} ({result['threads']} threads"
+        f"{', channels-last' if result.get('channels_last') else ''}), one object",
+        f"weights: {result['weights']}",
+        f"{result['repeats']} timed runs after {result['warmup']} warm-up runs; times in ms: median [q1 - q3]",
+        "",
+        f"{'':56s} {'':>9s} {'':>19s} {'':>8s}   {'share of compute':^17s}   {'share of reuse':^17s}",
+        f"{'component':56s} {'median':>9s} {'[q1 - q3]':>19s} {'GFLOPs':>8s}   {'time':>8s} {'FLOPs':>8s}   "
+        f"{'time':>8s} {'FLOPs':>8s}",
+    ]
+
+    def share(row, path, what):
+        s = row["share"].get(path)
+        return f"{s[what]:7.1f}%" if s else f"{'-':>8s}"
+
+    def spread(row):
+        return f"[{row['q1_ms']:.2f} - {row['q3_ms']:.2f}]" if "q1_ms" in row else ""
+
+    for row in result["rows"]:
+        median = row["median_ms"]
+        if row["key"] == "engine_overhead":
+            median = None
+        label = f"{row['label']} ({row['path']})"
+        lines.append(f"{label:56s} {_fmt_ms(median):>9s} {spread(row):>19s} {row['gflops']:8.2f}   "
+                     f"{share(row, 'compute', 'time_pct')} {share(row, 'compute', 'flops_pct')}   "
+                     f"{share(row, 'reuse', 'time_pct')} {share(row, 'reuse', 'flops_pct')}")
+    lines.append("")
+    for frame in result["frames"].values():
+        lines.append(f"{frame['label']:56s} {_fmt_ms(frame['median_ms']):>9s} {spread(frame):>19s} "
+                     f"{frame['gflops']:8.2f}")
+    r = result["ratios"]
+    lines += ["", f"reuse / compute: time {r['time']:.3f}, FLOPs {r['flops']:.3f} "
+                  f"(vs the amortised compute frame: time {r['time_vs_amortised']:.3f}, "
+                  f"FLOPs {r['flops_vs_amortised']:.3f})"]
+    for path, peak in result["peak_memory"].items():
+        if peak["peak_bytes"] is None:
+            lines.append(f"peak memory, {path} frame: {peak['kind']}")
+            continue
+        increase = peak["increase_bytes"]
+        increase = "" if increase is None else f" (+{increase / 2**20:.1f} MiB in the frame)"
+        lines.append(f"peak memory, {path} frame: {peak['peak_bytes'] / 2**20:.1f} MiB {peak['kind']}{increase}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Time the G-FRTM modules and the compute/reuse path frames")
+    parser.add_argument("--ftext", default="resnet18", choices=["resnet18", "resnet101"])
+    parser.add_argument("--size", type=int, nargs=2, default=[480, 854], metavar=("H", "W"))
+    parser.add_argument("--dev", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per measurement")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs before them")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and the scene")
+    parser.add_argument("--channels-last", action="store_true", help="TrackerConfig.channels_last (NHWC networks)")
+    parser.add_argument("--json", metavar="OUT", default=None, help="also write the result as JSON to OUT")
+    args = parser.parse_args(argv)
+    result = run_benchmark(args.ftext, args.size, args.dev, args.repeats, args.warmup, args.threads, args.seed,
+                           args.channels_last, log=lambda line: print(line, file=sys.stderr))
+    print(format_table(result))
+    if args.json:
+        atomic_write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
