@@ -69,6 +69,7 @@ YTVOS_SAMPLES_PER_EPOCH = 4000
 DEFAULT_MAX_GAP = {"davis": 3, "ytvos": 2}
 SYNTHETIC_SIZE = (240, 432)  # (H, W) the synthetic videos are generated at (then resized like DAVIS)
 SYNTHETIC_TRAIN_VIDEOS = 4
+SYNTHETIC_EPOCH_REPEATS = 2  # short epochs, so a CPU run of a few epochs takes minutes
 
 
 # ------------------------------------------------------------------------------------------------
@@ -407,6 +408,7 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
                        min_seq_length: Optional[int] = None,
                        synthetic_size: Tuple[int, int] = SYNTHETIC_SIZE, synthetic_seed: int = 0,
                        synthetic_videos: int = SYNTHETIC_TRAIN_VIDEOS,
+                       synthetic_epoch_repeats: int = SYNTHETIC_EPOCH_REPEATS,
                        workers: Optional[int] = None) -> TrainingSet:
     """The training set ``dset`` (one of :data:`TRAINING_DATASETS`, or ``yt2018``).
 
@@ -429,6 +431,8 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
             (default ``seq_len + 2``, as the original).
         synthetic_size, synthetic_seed, synthetic_videos: generation settings of the synthetic set
             (frame size, seed, train videos); independent of ``size`` so the folder serves any ``--size``.
+        synthetic_epoch_repeats: how often each synthetic pair occurs per epoch (default 2, not DAVIS's 8:
+            the synthetic set is for quick CPU runs).
         workers: threads counting pixels for the visibility cache.
     """
     dset = DATASET_ALIASES.get(dset, dset)
@@ -454,7 +458,7 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
                                        num_train=synthetic_videos)
         sources.append(_davis_source("synthetic", root, rule=rule_for(SYNTHETIC_VISIBILITY),
                                      max_gap=max_gap or DEFAULT_MAX_GAP["davis"],
-                                     epoch_repeats=davis_epoch_repeats, **common))
+                                     epoch_repeats=synthetic_epoch_repeats, **common))
     if dset in ("dv2017", "all"):
         root = resolve_root(None if davis_root is None else str(davis_root), "DAVIS_ROOT", "DAVIS")
         sources.append(_davis_source("dv2017", root, rule=rule_for(DAVIS_VISIBILITY),

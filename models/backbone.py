@@ -34,6 +34,7 @@ FEATURE_CHANNELS: Mapping[str, Mapping[str, int]] = {
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+RANDOM_BACKBONE_SEED = 0  # --pretrained none: the seed-0 draw of torchvision's initialisation
 
 _BUILDERS = {
     "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
@@ -63,8 +64,14 @@ def _build_resnet(name: str, weights: str) -> torchvision.models.ResNet:
                 f"{Path(torch.hub.get_dir()).parent}). Download {imagenet.url} on a machine with internet "
                 "access and place it there, or run with --pretrained none (random backbone weights)."
             )
-    # The random init is drawn here, first thing, in every case (the imagenet/file weights overwrite it).
-    net = builder(weights=imagenet if weights == "imagenet" else None)
+    if weights == "imagenet":
+        net = builder(weights=imagenet)
+    else:
+        # The random weights are always those of torch.manual_seed(RANDOM_BACKBONE_SEED), drawn without
+        # touching the global RNG: a model trained with --pretrained none is evaluated on the same backbone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_BACKBONE_SEED)
+            net = builder(weights=None)
     del net.avgpool, net.fc
     if weights not in ("none", "imagenet"):
         _load_resnet_file(net, Path(weights))
@@ -96,8 +103,9 @@ class FeatureExtractor(nn.Module):
 
     Args:
         name: ``'resnet18'`` or ``'resnet101'``.
-        weights: ``'none'`` (random init, drawn by torchvision first thing in this constructor, so
-            ``torch.manual_seed(s)`` right before it reproduces ``resnetXX(weights=None)``),
+        weights: ``'none'`` (random init: always torchvision's ``resnetXX(weights=None)`` drawn right after
+            ``torch.manual_seed(RANDOM_BACKBONE_SEED)``, whatever the global RNG state, which is left
+            untouched; so training and evaluation with ``none`` use the same backbone),
             ``'imagenet'`` (``IMAGENET1K_V1`` from the local torchvision hub cache only, never
             downloaded) or a path to a torchvision-format ResNet state dict file.
 

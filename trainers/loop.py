@@ -110,7 +110,7 @@ class Trainer:
         self.ctx = ctx or DistributedContext(device=torch.device(config.device))
         self.device = self.ctx.device
         self._log = log
-        seed_everything(config.seed)  # the backbone's random init (--pretrained none) is drawn first thing
+        seed_everything(config.seed)
         self.backbone = FeatureExtractor(config.ftext, config.pretrained).to(self.device)
         torch.manual_seed(config.seed)
         self.model = GFRTM(config.ftext)

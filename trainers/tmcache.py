@@ -7,7 +7,7 @@ exactly as the original code writes it, so the published FRTM / G-FRTM caches ca
 
 The cached weights depend on the backbone weights and the training image size; the official layout
 assumes ImageNet weights at 480x854. For other settings :func:`cache_variant` appends a suffix to the
-folder name (e.g. ``resnet18-c32_gTrue_64x112_bb-random-seed0``) so that incompatible target models are
+folder name (e.g. ``resnet18-c32_gTrue_64x112_bb-random``) so that incompatible target models are
 never mixed.
 
 Files are written to a temporary name and renamed, so concurrent writers (several ranks) and crashes never
@@ -40,16 +40,17 @@ def cache_variant(ftext: str, size: Sequence[int] = OFFICIAL_SIZE, pretrained: s
     Args:
         ftext: backbone name.
         size: (H, W) training size; anything but 480x854 adds ``_<H>x<W>``.
-        pretrained: ``imagenet`` (official), ``none`` (random weights, seeded by ``seed``: adds
-            ``_bb-random-seed<seed>``) or a weights file (adds ``_bb-<first 10 hex of its sha256>``).
-        seed: seed of the random backbone weights (only with ``none``).
+        pretrained: ``imagenet`` (official), ``none`` (the fixed random backbone of
+            :data:`models.backbone.RANDOM_BACKBONE_SEED`: adds ``_bb-random``) or a weights file (adds
+            ``_bb-<first 10 hex of its sha256>``).
+        seed: unused (kept for callers; the random backbone no longer depends on the run's seed).
         c_channels: target-model width.
     """
     name = f"{ftext}-c{c_channels}_gTrue"
     if tuple(int(s) for s in size) != OFFICIAL_SIZE:
         name += f"_{int(size[0])}x{int(size[1])}"
     if pretrained == "none":
-        name += f"_bb-random-seed{seed}"
+        name += "_bb-random"
     elif pretrained != "imagenet":
         digest = hashlib.sha256(Path(pretrained).read_bytes()).hexdigest()[:10]
         name += f"_bb-{digest}"

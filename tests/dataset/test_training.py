@@ -262,16 +262,22 @@ def test_items_and_epochs_are_deterministic(synthetic_root):
     assert [a[i]["meta"] for i in range(len(a))] == metas
 
 
-def test_davis_epoch_repeats_every_pair_eight_times(synthetic_root):
-    ds = synthetic_set(synthetic_root)
+def test_epoch_repeats_davis_eight_synthetic_two(synthetic_root):
     info = json.loads((synthetic_root / "synthetic_meta.json").read_text())
     n_objects = sum(len(info["sequences"][n]["objects"]) for n in info["splits"]["train"])
+    # the generated folder is a DAVIS 2017 layout: read as dv2017 (every object visible with min_pixels=1)
+    davis = build_training_set("dv2017", davis_root=synthetic_root, size=(32, 56), min_pixels=1)
+    assert davis.num_pairs == n_objects
+    assert len(davis) == 8 * n_objects
+    assert np.bincount([p for _, p in davis.samples]).tolist() == [8] * n_objects
+    assert f"{8 * n_objects} samples/epoch" in davis.describe()
+    assert len(build_training_set("dv2017", davis_root=synthetic_root, size=(32, 56), min_pixels=1,
+                                  davis_epoch_repeats=3)) == 3 * n_objects
+    ds = synthetic_set(synthetic_root)
     assert ds.num_pairs == n_objects  # every synthetic object is visible with the area-scaled rule
-    assert len(ds) == 8 * n_objects
-    counts = np.bincount([p for _, p in ds.samples])
-    assert counts.tolist() == [8] * n_objects
-    assert len(synthetic_set(synthetic_root, davis_epoch_repeats=2)) == 2 * n_objects
-    assert f"{8 * n_objects} samples/epoch" in ds.describe()
+    assert len(ds) == 2 * n_objects
+    assert np.bincount([p for _, p in ds.samples]).tolist() == [2] * n_objects
+    assert len(synthetic_set(synthetic_root, synthetic_epoch_repeats=5)) == 5 * n_objects
 
 
 def test_unscaled_threshold_loses_objects_of_tiny_synthetic_videos(synthetic_root):

@@ -12,7 +12,6 @@ from models.backbone import FEATURE_CHANNELS, IMAGENET_MEAN, IMAGENET_STD, Featu
 
 @pytest.fixture(scope="module")
 def rn18() -> FeatureExtractor:
-    torch.manual_seed(0)
     return FeatureExtractor("resnet18", "none")
 
 
@@ -33,8 +32,16 @@ def _assert_same_weights(extractor: FeatureExtractor, state: dict) -> None:
         assert torch.equal(value, state[key]), key
 
 
-def test_none_draws_torchvision_init_right_after_seeding(rn18):
+def test_none_is_torchvision_init_of_seed_0(rn18):
     _assert_same_weights(rn18, _resnet18_state(0))
+
+
+def test_none_ignores_and_keeps_the_global_rng():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    extractor = FeatureExtractor("resnet18", "none")
+    assert torch.equal(torch.get_rng_state(), before)  # training/evaluation RNG streams are unaffected
+    _assert_same_weights(extractor, _resnet18_state(0))  # same backbone whatever the run's seed
 
 
 @pytest.mark.parametrize("height,width", [(64, 112), (65, 113)])
