@@ -87,6 +87,39 @@ def bicubic_up2(x: Tensor) -> Tensor:
     return out.reshape(b, c, 2, h, 2 * w).transpose(2, 3).reshape(b, c, 2 * h, 2 * w)
 
 
+def channel_taps(x: Tensor, weight: Tensor) -> Tensor:
+    """The channel sums of a one-output k x k convolution, one plane per kernel tap.
+
+    Plane ``dy * k + dx`` is ``sum_c weight[0, c, dy, dx] * x[:, c]``. x (B,C,h,w), weight (1,C,k,k) ->
+    (B,k*k,h,w). :func:`sum_shifted_taps` completes the convolution.
+    """
+    k = weight.shape[-1]
+    return F.conv2d(x, weight[0].permute(1, 2, 0).reshape(k * k, weight.shape[1], 1, 1))
+
+
+def sum_shifted_taps(planes: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Sum the tap planes of :func:`channel_taps`, each shifted to its tap, with zeros outside.
+
+    ``out[i, j] = bias + sum_{dy,dx} planes[dy * k + dx, i + dy - p, j + dx - p]`` with p = k // 2, so
+    ``sum_shifted_taps(channel_taps(x, w), b)`` is ``F.conv2d(x, w, b, padding=k // 2)`` (odd k).
+    (B,k*k,H,W) -> (B,1,H,W).
+    """
+    k = round(planes.shape[1] ** 0.5)
+    p = k // 2
+    height, width = planes.shape[-2:]
+    centre = p * k + p
+    out = planes[:, centre:centre + 1].clone() if bias is None else planes[:, centre:centre + 1] + bias.view(1, 1, 1, 1)
+    for dy in range(k):
+        for dx in range(k):
+            if dy == dx == p:
+                continue
+            sy, sx = dy - p, dx - p  # out[i, j] += plane[i + sy, j + sx] where that lies inside
+            tap = dy * k + dx
+            out[:, :, max(0, -sy):height - max(0, sy), max(0, -sx):width - max(0, sx)] += \
+                planes[:, tap:tap + 1, max(0, sy):height + min(0, sy), max(0, sx):width + min(0, sx)]
+    return out
+
+
 def expand_batch(x: Tensor, batch: int) -> Tensor:
     """(1,...) -> (batch,...) view for features shared by several objects; other batch sizes as is."""
     return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 and batch > 1 else x
@@ -196,6 +229,13 @@ class Upsampler(nn.Module):
     3x3 32->1. (B,64,H4,W4) -> (B,1,H,W). The official fixed polyphase bicubic filter equals
     ``F.interpolate(scale_factor=2, mode='bicubic', align_corners=False)``; :func:`bicubic_up2` computes
     it with depthwise convolutions.
+
+    :meth:`forward` sums the 32 channels of the last convolution before the second upsampling, not after
+    the resize: the bicubic upsampling and the bilinear resize treat every channel alike and linearly, so
+    ``conv2(resize(up(x)))`` is ``sum_shifted_taps(resize(up(channel_taps(x, w))), b)``, the same numbers up
+    to float rounding, with the two resamplings on 9 tap planes instead of 32 channels. (The 3x3 window
+    itself still runs at the image size, after the resize, with zero padding there.) :meth:`forward_plain`
+    computes it in the architecture's order.
     """
 
     def __init__(self, ic: int = CHANNELS):
@@ -204,6 +244,12 @@ class Upsampler(nn.Module):
         self.conv2 = _conv(ic // 2, 1, 3)
 
     def forward(self, x: Tensor, image_size: Sequence[int]) -> Tensor:
+        x = self.conv1(bicubic_up2(x)).relu_()
+        planes = channel_taps(x, self.conv2.weight)  # (B,9,2h,2w)
+        return sum_shifted_taps(resize(bicubic_up2(planes), image_size), self.conv2.bias)
+
+    def forward_plain(self, x: Tensor, image_size: Sequence[int]) -> Tensor:
+        """The same logits computed in the order of the architecture (the reference of :meth:`forward`)."""
         x = bicubic_up2(self.conv1(bicubic_up2(x)).relu_())
         return self.conv2(resize(x, image_size))
 

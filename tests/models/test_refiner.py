@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.backbone import FEATURE_CHANNELS
-from models.refiner import LAYERS, SegmentationNetwork, resize
+from models.refiner import LAYERS, SegmentationNetwork, Upsampler, channel_taps, resize, sum_shifted_taps
 
 HEIGHT, WIDTH = 64, 112
 
@@ -100,3 +100,44 @@ def test_resize_skips_same_size_and_is_bilinear():
     up = resize(x, (6, 8))
     torch.testing.assert_close(up, torch.nn.functional.interpolate(x, (6, 8), mode="bilinear",
                                                                    align_corners=False))
+
+
+def test_sum_shifted_taps_by_hand():
+    # 3x3 kernel, one channel of ones: each output counts its in-image neighbours (zero padding), + bias 0.5
+    out = sum_shifted_taps(channel_taps(torch.ones(1, 1, 3, 4), torch.ones(1, 1, 3, 3)), torch.tensor([0.5]))
+    expected = torch.tensor([[4, 6, 6, 4], [6, 9, 9, 6], [4, 6, 6, 4]]) + 0.5
+    assert torch.equal(out, expected.view(1, 1, 3, 4))
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("shape", [(2, 7, 9, 13), (1, 3, 1, 2), (1, 4, 2, 1)])
+def test_channel_taps_then_shifted_sum_is_the_convolution(k, shape):
+    gen = torch.Generator().manual_seed(k)
+    x = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    weight = torch.randn(1, shape[1], k, k, generator=gen, dtype=torch.float64)
+    bias = torch.randn(1, generator=gen, dtype=torch.float64)
+    expected = torch.nn.functional.conv2d(x, weight, bias, padding=k // 2)
+    torch.testing.assert_close(sum_shifted_taps(channel_taps(x, weight), bias), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sum_shifted_taps(channel_taps(x, weight)), expected - bias, rtol=1e-12, atol=1e-12)
+    scale = expected.abs().max()
+    got32 = sum_shifted_taps(channel_taps(x.float(), weight.float()), bias.float()).double()
+    assert (got32 - expected).abs().max() <= 1e-6 * scale
+
+
+@pytest.mark.parametrize("image_size", [(32, 56), (29, 51), (40, 60)])  # 4x the input, smaller, larger
+def test_upsampler_equals_the_architecture_order(image_size):
+    """Summing the last conv's channels before the resamplings (forward) gives forward_plain's logits."""
+    torch.manual_seed(0)
+    up = Upsampler().double()
+    x = torch.randn(2, 64, 8, 14, dtype=torch.float64, requires_grad=True)
+    out, plain = up(x, image_size), up.forward_plain(x, image_size)
+    assert out.shape == (2, 1, *image_size)
+    scale = plain.abs().max()
+    assert (out - plain).abs().max() <= 1e-12 * scale
+    grads = torch.autograd.grad(out.square().sum(), [x, *up.parameters()])
+    grads_plain = torch.autograd.grad(plain.square().sum(), [x, *up.parameters()])
+    for g, gp in zip(grads, grads_plain):
+        assert (g - gp).abs().max() <= 1e-12 * gp.abs().max()
+    up32, x32 = up.float(), x.detach().float()
+    with torch.no_grad():
+        assert (up32(x32, image_size).double() - plain).abs().max() <= 1e-6 * scale
