@@ -30,11 +30,13 @@ demo: $(STAMP)
 		--size 240 432 --seq-len 4 --batch-size 4 --epochs $(DEMO_EPOCHS) --workers 0
 	$(PY) evaluate.py --dset dv2016val --davis-root $(DEMO_DAVIS) --sequences blackswan,car-shadow \
 		--model $(DEMO_CKPT) --pretrained none --dev cpu --TH 1.0 0.7 0.5 -1 --out results/$(DEMO_RUN)
+	$(PY) evaluate.py --dset dv2016val --davis-root $(DEMO_DAVIS) --sequences blackswan,car-shadow \
+		--model $(DEMO_CKPT) --pretrained none --dev cpu --policy every-k --every-k 3 --out results/$(DEMO_RUN)-every3
+	$(PY) -m lib.report results/$(DEMO_RUN) results/$(DEMO_RUN)-every3 --out results/$(DEMO_RUN)-compare
 	$(PY) demo.py --video $(DEMO_DAVIS)/JPEGImages/480p/car-shadow \
 		--mask $(DEMO_DAVIS)/Annotations/480p/car-shadow/00000.png \
 		--model $(DEMO_CKPT) --pretrained none --dev cpu --TH 0.7 --out results/$(DEMO_RUN)/video-car-shadow
-	@echo; cat results/$(DEMO_RUN)/report.md; echo
-	@echo "plot: results/$(DEMO_RUN)/tradeoff.png   overlay: results/$(DEMO_RUN)/video-car-shadow/overlay.mp4 (.gif)"
+	@echo "plots: results/$(DEMO_RUN)/tradeoff.png, results/$(DEMO_RUN)-compare/tradeoff.png   overlay: results/$(DEMO_RUN)/video-car-shadow/overlay.mp4 (.gif)"
 
 test: $(STAMP)
 	$(PY) -m ruff check .
