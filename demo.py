@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from dataset.custom import CustomVideo, open_custom_video
-from lib.cli import run_cli
+from lib.cli import resolve_device, run_cli
 from lib.errors import ConfigError
 from lib.io import atomic_path, atomic_write_json, davis_palette, write_index_png
 from lib.policies import POLICIES, PolicyConfig
@@ -153,9 +153,7 @@ def segment_video(video: CustomVideo, args, out_dir: Path) -> Dict[str, object]:
     from lib.tracker import FrameOutput, Tracker, TrackerConfig
     from models.backbone import FeatureExtractor
 
-    device = torch.device(args.dev or ("cuda:0" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--dev {args.dev}: CUDA is not available on this machine (use --dev cpu)")
+    device = resolve_device(args.dev)
     policy = PolicyConfig(args.policy, args.tau, args.TH2, args.every_k)
     model, report = build_model_from_checkpoint(args.model, trust=args.trust_checkpoint, ftext=args.ftext,
                                                 device=device)

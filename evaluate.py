@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import torch
 
 from dataset.registry import EVAL_DATASETS, SCORED_DATASETS, open_eval_dataset
-from lib.cli import add_dataset_root_flags, parse_sequence_list, run_cli
+from lib.cli import add_dataset_root_flags, parse_sequence_list, resolve_device, run_cli
 from lib.errors import ConfigError
 from lib.policies import POLICIES, PolicyConfig
 from lib.report import write_report
@@ -99,9 +99,7 @@ def model_mode(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.dev or ("cuda:0" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--dev {args.dev}: CUDA is not available on this machine (use --dev cpu)")
+    device = resolve_device(args.dev)
     taus = check_thresholds(args.taus, args.policy)
     dataset = open_eval_dataset(args.dset, args.davis_root, args.ytvos_root, args.sequences, args.split_list)
     sequences = list(dataset)

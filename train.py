@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from lib.cli import add_dataset_root_flags, run_cli
+from lib.cli import add_dataset_root_flags, resolve_device, run_cli
 from trainers.config import DEFAULT_NAME, FTEXTS, GATE_LOSSES, SAMPLINGS, TMCACHE_MODES, TrainConfig
 
 DSETS = ("dv2017", "ytvos2018", "yt2018", "all", "synthetic")
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Flags -> validated :class:`TrainConfig` (defaults resolved)."""
-    device = args.dev or ("cuda:0" if torch.cuda.is_available() else "cpu")
+    device = args.dev or str(resolve_device())
     sampling = args.sampling or ("official" if args.official_quirks else "temporal")
     return TrainConfig(
         name=args.name, ftext=args.ftext, dset=args.dset, device=device, init_pth=args.init_pth,

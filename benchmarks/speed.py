@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from dataset.sequence import Sequence as VideoSequence
-from lib.cli import run_cli
+from lib.cli import resolve_device, run_cli
 from lib.errors import ConfigError
 from lib.flops import measure, path_flops
 from lib.io import atomic_write_json
@@ -289,9 +289,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
                   repeats: int = 10, warmup: int = 2, threads: Optional[int] = None, seed: int = 0,
                   channels_last: bool = False, log: Callable[[str], None] = lambda line: None) -> Dict[str, object]:
     """Measure everything (see the module docstring); returns the JSON-ready result."""
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--dev {device}: CUDA is not available on this machine")
+    dev = resolve_device(device)
     if repeats < 1 or warmup < 0:
         raise ConfigError(f"need --repeats >= 1 and --warmup >= 0, got {repeats} and {warmup}")
     height, width = (int(s) for s in size)

@@ -1,4 +1,4 @@
-"""Shared command-line plumbing: dataset-root flags and one-line user errors."""
+"""Shared command-line plumbing: dataset-root flags, the --dev device and one-line user errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import argparse
 import sys
 from typing import Callable, Optional, Sequence
 
-from lib.errors import ReuseVOSError
+import torch
+
+from lib.errors import ConfigError, ReuseVOSError
 
 
 def add_dataset_root_flags(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +27,22 @@ def parse_sequence_list(value: Optional[str]) -> Optional[list]:
     if not names:
         raise argparse.ArgumentTypeError("--sequences needs at least one name")
     return names
+
+
+def resolve_device(requested: Optional[str] = None) -> torch.device:
+    """``--dev`` -> a device (None: ``cuda:0`` when CUDA is available, else ``cpu``).
+
+    A string that is not a device, or a CUDA request on a machine without CUDA, is a :class:`ConfigError`.
+    """
+    if not requested:
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ConfigError(f"--dev {requested!r} is not a device (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--dev {requested}: CUDA is not available on this machine (use --dev cpu)")
+    return device
 
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> int:

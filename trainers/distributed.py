@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from lib.cli import resolve_device
 from lib.errors import ConfigError
 
 
@@ -41,17 +42,6 @@ class DistributedContext:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
-
-
-def resolve_device(requested: str) -> torch.device:
-    """``--dev`` -> a device; a CUDA request on a machine without CUDA is a :class:`ConfigError`."""
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise ConfigError(f"--dev {requested!r} is not a device (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--dev {requested}: CUDA is not available on this machine (use --dev cpu)")
-    return device
 
 
 def setup_distributed(requested_device: str, environ: Dict[str, str] = os.environ) -> DistributedContext:
@@ -97,27 +87,27 @@ def rank_seed(seed: int, ctx: DistributedContext) -> int:
     return seed + 1000 * ctx.rank
 
 
-def all_reduce_mean(values: Dict[str, float], ctx: DistributedContext) -> Dict[str, float]:
-    """Average scalar statistics over the ranks (identity in a single process)."""
+def _all_reduce(values: Dict[str, float], ctx: DistributedContext, mean: bool) -> Dict[str, float]:
+    """Sum (or average) scalar values over the ranks in one float64 all-reduce; identity in one process."""
     if not ctx.enabled or not values:
         return dict(values)
     keys = sorted(values)
     backend_device = ctx.device if dist.get_backend() == "nccl" else torch.device("cpu")
     packed = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=backend_device)
     dist.all_reduce(packed)
-    packed /= ctx.world_size
+    if mean:
+        packed /= ctx.world_size
     return {k: float(v) for k, v in zip(keys, packed.tolist())}
+
+
+def all_reduce_mean(values: Dict[str, float], ctx: DistributedContext) -> Dict[str, float]:
+    """Average scalar statistics over the ranks (identity in a single process)."""
+    return _all_reduce(values, ctx, mean=True)
 
 
 def all_reduce_sum(values: Dict[str, float], ctx: DistributedContext) -> Dict[str, float]:
     """Sum scalar counters over the ranks (identity in a single process)."""
-    if not ctx.enabled or not values:
-        return dict(values)
-    keys = sorted(values)
-    backend_device = ctx.device if dist.get_backend() == "nccl" else torch.device("cpu")
-    packed = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=backend_device)
-    dist.all_reduce(packed)
-    return {k: float(v) for k, v in zip(keys, packed.tolist())}
+    return _all_reduce(values, ctx, mean=False)
 
 
 def broadcast_buffers(buffers: Iterable[Tensor], ctx: DistributedContext) -> None:
