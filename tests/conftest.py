@@ -3,12 +3,39 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Callable, Dict
 
 import pytest
 import torch
 
 from models.backbone import FEATURE_CHANNELS
+
+# The official code's fixture (tests/test_official_equivalence_*.py); any fixture made the same way works.
+OFFICIAL_FIXTURE_DIR = Path(os.environ.get("OFFICIAL_FIXTURE_DIR", Path(__file__).parent / "fixtures" / "official"))
+
+
+@pytest.fixture(scope="session")
+def load_official() -> Callable[[str], Dict]:
+    """Function reading one file of the official fixture (``inputs.pt``, ...); skips the test if it is absent."""
+
+    def load(name: str) -> Dict:
+        path = OFFICIAL_FIXTURE_DIR / name
+        if not path.is_file():
+            pytest.skip(f"official fixture file {path} not found (set OFFICIAL_FIXTURE_DIR)")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def official_checkpoint() -> Path:
+    """The fixture's official-format checkpoint (``official_rn18_seed*.pth``); skips the test if absent."""
+    files = sorted(OFFICIAL_FIXTURE_DIR.glob("official_rn18_seed*.pth"))
+    if not files:
+        pytest.skip(f"no official_rn18_seed*.pth checkpoint in {OFFICIAL_FIXTURE_DIR}")
+    return files[0]
 
 
 def _feature_grid(height: int, width: int) -> Dict[str, tuple]:

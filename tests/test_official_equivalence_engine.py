@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 from pathlib import Path as FilePath
 from typing import Dict, List, Tuple
 
@@ -38,8 +37,6 @@ from models.gfrtm import GFRTM, nearest_resize
 from models.refiner import bicubic_up2
 from models.target_model import OnlineTargetModel, TargetModel, TargetModelConfig, upsample_bilinear
 
-REPO = FilePath(__file__).resolve().parents[1]
-FIXTURE_DIR = FilePath(os.environ.get("OFFICIAL_FIXTURE_DIR", REPO / "tests" / "fixtures" / "official"))
 ATOL_SCALE = 1e-5
 F64_TOLERANCE = 2e-3  # README: float64 optimisation, parameters and scores rel-to-max
 LAYOUTS = ("nchw", "channels_last")  # TrackerConfig.channels_last off / on
@@ -48,34 +45,24 @@ PATHS = {"compute": (1.0, Path.COMPUTE, "track_full"), "reuse": (-1.0, Path.TRAN
 RESULTS: List[Tuple[str, float, float]] = []
 
 
-def _load(name: str) -> Dict:
-    path = FIXTURE_DIR / name
-    if not path.is_file():
-        pytest.skip(f"official fixture file {path} not found (set OFFICIAL_FIXTURE_DIR)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+@pytest.fixture(scope="module")
+def inputs(load_official) -> Dict:
+    return load_official("inputs.pt")
 
 
 @pytest.fixture(scope="module")
-def inputs() -> Dict:
-    return _load("inputs.pt")
+def outputs(load_official) -> Dict:
+    return load_official("outputs.pt")
 
 
 @pytest.fixture(scope="module")
-def outputs() -> Dict:
-    return _load("outputs.pt")
+def tm(load_official) -> Dict:
+    return load_official("target_model.pt")
 
 
 @pytest.fixture(scope="module")
-def tm() -> Dict:
-    return _load("target_model.pt")
-
-
-@pytest.fixture(scope="module")
-def model(inputs) -> GFRTM:
-    files = sorted(FIXTURE_DIR.glob("official_rn18_seed*.pth"))
-    if not files:
-        pytest.skip(f"no official_rn18_seed*.pth checkpoint in {FIXTURE_DIR}")
-    net, _ = build_model_from_checkpoint(files[0], ftext=inputs["__meta__"]["ftext"])
+def model(inputs, official_checkpoint) -> GFRTM:
+    net, _ = build_model_from_checkpoint(official_checkpoint, ftext=inputs["__meta__"]["ftext"])
     return net
 
 

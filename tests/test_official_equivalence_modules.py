@@ -11,8 +11,6 @@ difference is collected and printed as a table at the end of the module (visible
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
@@ -24,8 +22,6 @@ from models.backbone import FeatureExtractor
 from models.gfrtm import GFRTM, nearest_resize
 from models.refiner import resize
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURE_DIR = Path(os.environ.get("OFFICIAL_FIXTURE_DIR", REPO / "tests" / "fixtures" / "official"))
 ATOL_SCALE = 1e-5
 
 RESULTS: List[Tuple[str, float, float, float]] = []
@@ -40,29 +36,19 @@ def _print_table():
         print("\n".join(lines))
 
 
-def _load(name: str) -> Dict:
-    path = FIXTURE_DIR / name
-    if not path.is_file():
-        pytest.skip(f"official fixture file {path} not found (set OFFICIAL_FIXTURE_DIR)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+@pytest.fixture(scope="module")
+def inputs(load_official) -> Dict:
+    return load_official("inputs.pt")
 
 
 @pytest.fixture(scope="module")
-def inputs() -> Dict:
-    return _load("inputs.pt")
+def outputs(load_official) -> Dict:
+    return load_official("outputs.pt")
 
 
 @pytest.fixture(scope="module")
-def outputs() -> Dict:
-    return _load("outputs.pt")
-
-
-@pytest.fixture(scope="module")
-def model() -> GFRTM:
-    files = sorted(FIXTURE_DIR.glob("official_rn18_seed*.pth"))
-    if not files:
-        pytest.skip(f"no official_rn18_seed*.pth checkpoint in {FIXTURE_DIR}")
-    net, _ = build_model_from_checkpoint(files[0], ftext="resnet18")
+def model(official_checkpoint) -> GFRTM:
+    net, _ = build_model_from_checkpoint(official_checkpoint, ftext="resnet18")
     return net
 
 

@@ -11,9 +11,6 @@ tensor's difference is collected and printed as a table at the end of the module
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -27,7 +24,6 @@ from models.target_model import (
     hinge_pixel_weights,
 )
 
-FIXTURE_DIR = Path(os.environ.get("OFFICIAL_FIXTURE_DIR", Path(__file__).parent / "fixtures" / "official"))
 STAGES = ("stage1", "stage2", "update")
 REDUCTION_TOLERANCE = 3e-5  # b: float32 reductions over ~10^6 terms (see test_problem_definition)
 QUADRATIC_TOLERANCE = 1e-4  # rho, pq: quadratic in b, so about twice b's relative error plus their own
@@ -59,19 +55,13 @@ def print_diff_table():
 
 
 @pytest.fixture(scope="module")
-def tm():
-    path = FIXTURE_DIR / "target_model.pt"
-    if not path.is_file():
-        pytest.skip(f"official fixture not found: {path}")
-    return torch.load(path, weights_only=True)
+def tm(load_official):
+    return load_official("target_model.pt")
 
 
 @pytest.fixture(scope="module")
-def inputs():
-    path = FIXTURE_DIR / "inputs.pt"
-    if not path.is_file():
-        pytest.skip(f"official fixture not found: {path}")
-    return torch.load(path, weights_only=True)
+def inputs(load_official):
+    return load_official("inputs.pt")
 
 
 @pytest.fixture(scope="module")
