@@ -240,7 +240,7 @@ def load_model_weights(path: PathLike, trust: bool = False) -> Tuple[StateDict, 
     return state, info
 
 
-def _module_names(keys: Sequence[str]) -> List[str]:
+def module_names(keys: Sequence[str]) -> List[str]:
     """Top-level modules of state-dict keys, in order (``refiner.*`` split one level deeper)."""
     names: Dict[str, None] = {}
     for key in keys:
@@ -276,7 +276,7 @@ def build_model_from_checkpoint(path: PathLike, trust: bool = False, ftext: Opti
         model.load_state_dict(state, strict=False)
         untouched = [k for k in model.state_dict() if k not in state]
         report = (f"initialised the refiner from FRTM {info.ftext} checkpoint {info.path} ({info.num_keys} "
-                  f"keys); at default initialisation: {', '.join(_module_names(untouched))} "
+                  f"keys); at default initialisation: {', '.join(module_names(untouched))} "
                   f"({len(untouched)} keys)")
     return model.to(device).eval(), report
 

@@ -22,21 +22,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from lib.checkpoint import PROJECT_FORMAT, load_model_weights, save_model
+from lib.checkpoint import PROJECT_FORMAT, load_model_weights, module_names, save_model
 from lib.errors import CheckpointError, ConfigError
 from models.gfrtm import GFRTM
 
 PathLike = Union[str, Path]
 REQUIRED = ("model", "epoch", "optimizer", "scheduler")
-
-
-def _modules_of(keys: List[str]) -> List[str]:
-    """Top-level modules of state-dict keys, in order, ``refiner.*`` one level deeper (for reports)."""
-    names: Dict[str, None] = {}
-    for key in keys:
-        parts = key.split(".")
-        names[".".join(parts[:2]) if parts[0] == "refiner" else parts[0]] = None
-    return list(names)
 
 
 def _to_cpu(value: Any) -> Any:
@@ -142,7 +133,7 @@ def init_from_checkpoint(model: GFRTM, path: PathLike, trust: bool = False) -> s
     untouched = [k for k in own if k not in loaded]
     kind = "G-FRTM" if info.kind == "gfrtm" else "FRTM"
     report = f"--initPth: loaded {len(loaded)} keys from {kind} checkpoint {info.path}"
-    report += (f"; not in the file, kept at initialisation: {', '.join(_modules_of(untouched))} "
+    report += (f"; not in the file, kept at initialisation: {', '.join(module_names(untouched))} "
                f"({len(untouched)} keys)") if untouched else "; every model key was loaded"
     if ignored:
         report += f"; skipped {len(ignored)} file keys: {', '.join(ignored[:3])}"
