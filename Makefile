@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.reuse-vos-installed
 
-.PHONY: install demo test lint clean-venv
+.PHONY: install demo test test-kernels lint clean-venv
 
 install: $(STAMP)
 
@@ -41,6 +41,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# The numerically sensitive tests again under other CPUs' kernels (tests/numerics.py): PyTorch's AVX2 kernels and
+# oneDNN limited to AVX2 (what an AVX2-only machine runs), then PyTorch's scalar kernels, oneDNN SSE4.1 and oneDNN
+# off, 1 thread. Every float32 bound must hold on all of them.
+NUMERIC_TESTS = tests/models tests/lib/test_tracker.py tests/test_official_equivalence_engine.py \
+	tests/test_official_equivalence_modules.py tests/test_official_equivalence_target_model.py \
+	tests/trainers/test_losses.py tests/trainers/test_recurrent.py
+test-kernels: $(STAMP)
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -q $(NUMERIC_TESTS)
+	ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 REUSE_VOS_TEST_MKLDNN=0 OMP_NUM_THREADS=1 \
+		$(PY) -m pytest -q $(NUMERIC_TESTS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -12,8 +12,24 @@ import torch
 
 from models.backbone import FEATURE_CHANNELS
 
+# Emulating another machine's kernels (every numeric bound must hold on all of them):
+#   ATEN_CPU_CAPABILITY=default|avx2|avx512  PyTorch's own CPU kernels (read by torch itself)
+#   ONEDNN_MAX_CPU_ISA=SSE41|AVX2|AVX512_CORE  oneDNN's convolutions (read by oneDNN itself)
+#   OMP_NUM_THREADS=1|2                        intra-op threads (read by torch itself)
+#   REUSE_VOS_TEST_MKLDNN=0                    torch.backends.mkldnn off: PyTorch's native convolutions
+# The last one only reaches in-process tests; the CLI subprocesses keep oneDNN on.
+if os.environ.get("REUSE_VOS_TEST_MKLDNN", "1") == "0":
+    torch.backends.mkldnn.enabled = False
+
 # The official code's fixture (tests/test_official_equivalence_*.py); any fixture made the same way works.
 OFFICIAL_FIXTURE_DIR = Path(os.environ.get("OFFICIAL_FIXTURE_DIR", Path(__file__).parent / "fixtures" / "official"))
+
+
+def backbone_mismatch_reason(meta: Dict) -> str:
+    """Skip message for a test that needs the fixture's seeded random backbone, which this process did not draw."""
+    return (f"the fixture's backbone (torch.manual_seed({meta['backbone_seed']}) + torchvision {meta['ftext']}, "
+            f"content hash {meta['backbone_content_sha256'][:12]}...) differs from the one this process draws under "
+            "that seed: the random draw depends on the torch build and on the CPU kernels (ATEN_CPU_CAPABILITY)")
 
 
 @pytest.fixture(scope="session")

@@ -23,10 +23,16 @@ from models.target_model import (
     TargetModelProblem,
     hinge_pixel_weights,
 )
+from tests.numerics import check as check_bound
 
 STAGES = ("stage1", "stage2", "update")
-REDUCTION_TOLERANCE = 3e-5  # b: float32 reductions over ~10^6 terms (see test_problem_definition)
-QUADRATIC_TOLERANCE = 1e-4  # rho, pq: quadratic in b, so about twice b's relative error plus their own
+# b: float32 reductions over ~10^6 terms (see test_problem_definition). Measured worst case over 7 kernel settings
+# (tests/numerics.py; native AVX2, oneDNN off, ATEN default + oneDNN SSE41, 1 and 2 threads): 1.73e-5 (stage2[0],
+# SSE41; the former bound 3e-5 came from one machine's 1 vs 2 threads, 1e-5); bound 4x that.
+REDUCTION_TOLERANCE = 7e-5
+# rho, pq: quadratic in b, so about twice b's relative error plus their own. Measured worst case 5.5e-5 (stage2[0]
+# pq, SSE41; former bound 1e-4); bound 4x that. A wrong weight or residual moves all three by > 1e-2.
+QUADRATIC_TOLERANCE = 2.2e-4
 DIFFS = []  # (name, measure, observed, tolerance) as printable strings
 
 
@@ -42,7 +48,7 @@ def rel(a: float, ref: float) -> float:
 
 def check(name: str, value: float, tolerance: float, measure: str = "rel-to-max") -> None:
     DIFFS.append((name, measure, f"{value:.3g}", f"{tolerance:.3g}"))
-    assert value <= tolerance, f"{name}: {measure} {value:.3g} > {tolerance:.3g}"
+    check_bound(f"official target model: {name} ({measure})", value, tolerance)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -188,9 +194,10 @@ def test_problem_definition(tm, config, stage):
     """At each stored parameter point: losses, b = -J^T r and the first CG iteration's rho and pq.
 
     b, rho and pq are float32 sums of ~10^6 terms with cancellation: the official values are themselves
-    up to 2e-5 (relative) off their exact float64 values, and ours move by 1e-5 (b) and 3.6e-5 (pq)
-    between 1 and 2 threads. They get ``REDUCTION_TOLERANCE`` (b) and ``QUADRATIC_TOLERANCE`` (rho, pq,
-    quadratic in b); the losses keep the README's 1e-5. A wrong weight or residual moves them by far more.
+    up to 2e-5 (relative) off their exact float64 values, and ours move by up to 1.7e-5 (b) and 5.5e-5
+    (pq) between kernel families and thread counts. They get ``REDUCTION_TOLERANCE`` (b) and
+    ``QUADRATIC_TOLERANCE`` (rho, pq, quadratic in b); the losses keep the README's 1e-5. A wrong weight
+    or residual moves them by far more.
     """
     hp = tm["__meta__"]["hyper_parameters"][stage]
     memory, filter_reg, precond, names = stage_problem(tm, config, stage)
@@ -271,15 +278,27 @@ def test_float64_optimisation_matches_the_official_float64_run(tm, run64):
     check("f64.update.memory_weights_after", rel_to_max(weights, tm["f64.update.memory_weights_after"]), 1e-6)
 
 
+# The float32 GN/CG is chaotic (fixture README "Tolerances"): 12 runs of the official code itself (1 vs 2 threads,
+# native convolution, 1e-7 perturbations of init.x) ended 9.7-21.6 % above the float64 run's final data loss
+# (stage 1 2074-2256 vs 1855.0, stage 2 2002-2145 vs 1802.9, update 1964-2080 vs 1791.1), and the stored float32
+# run is one draw of that spread. So the band is taken around the float64 run, which is stable (threads and
+# oneDNN move it by <= 8e-5): from the README's 0.98 x float64 (float32 never converged further) up to the
+# largest measured excess times a margin of 1.5, i.e. 1 + 1.5 x 0.216. (The former upper end, 1.05 x the stored
+# float32 loss, failed on a fixture made the same way: 1837.4 against its stored 1735.9, i.e. 1.17 x float64.)
+FLOAT32_EXCESS_MEASURED = 0.216
+FLOAT32_BAND = (0.98, 1 + 1.5 * FLOAT32_EXCESS_MEASURED)
+
+
 def test_float32_optimisation_lies_in_the_official_band(tm, run32):
     online, score, score_after = run32
     check("f32 update.score (own init)", rel_to_max(score, tm["update.score"]), 0.15)
     check("f32 update.score_after", rel_to_max(score_after, tm["update.score_after"]), 0.15)
     for stage, record in online.records:
         final = record.losses[-1, 0].item()
-        low = 0.98 * tm[f"f64.{stage}.gn.loss_data"][-1].item()
-        high = 1.05 * tm[f"{stage}.gn.loss_data"][-1].item()
+        f64 = tm[f"f64.{stage}.gn.loss_data"][-1].item()
+        low, high = FLOAT32_BAND[0] * f64, FLOAT32_BAND[1] * f64
         DIFFS.append((f"f32 {stage} final loss_data", "in band", f"{final:.1f}", f"[{low:.1f}, {high:.1f}]"))
+        check_bound(f"official target model: f32 {stage} final loss_data / float64", final / f64, FLOAT32_BAND[1])
         assert low <= final <= high, f"{stage}: final loss_data {final} outside [{low}, {high}]"
 
 

@@ -15,6 +15,7 @@ import torch
 
 from dataset.training import prepare_synthetic_davis
 from lib.checkpoint import build_model_from_checkpoint
+from tests.numerics import gamma
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--size", "64", "112", "--synthetic-size", "64", "112"]
@@ -68,8 +69,10 @@ def test_smoke_run_writes_checkpoints_logs_and_evaluates(reference, synthetic_ro
     assert raw["epoch"] == 2 and raw["scheduler"]["last_epoch"] == 2 and len(raw["optimizer"]["param_groups"]) == 4
     stats = raw["stats"]
     assert stats["iterations"] == 2 and 0 <= stats["reuse_rate"] <= 1 and stats["tmcache_lookups"] == 4
-    # the loss is summed over the 2 tracked frames; the components are per-frame means
-    assert stats["loss"] == pytest.approx(2 * (stats["seg"] + stats["delta"] + stats["gate"]), rel=1e-4)
+    # the loss is summed over the 2 tracked frames; the components are per-frame means. All terms are positive
+    # float32/float64 sums over 2 iterations x 2 frames x 3 losses in different orders: within gamma(12) of the
+    # exact value each (tests/numerics.py); gamma(64) leaves room for the averaging over iterations
+    assert stats["loss"] == pytest.approx(2 * (stats["seg"] + stats["delta"] + stats["gate"]), rel=gamma(64))
     assert any((cwd / "runs/ref/tmcache").rglob("*.layer4.pth"))
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
