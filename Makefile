@@ -47,7 +47,7 @@ test: $(STAMP)
 # off, 1 thread. Every float32 bound must hold on all of them.
 NUMERIC_TESTS = tests/models tests/lib/test_tracker.py tests/test_official_equivalence_engine.py \
 	tests/test_official_equivalence_modules.py tests/test_official_equivalence_target_model.py \
-	tests/trainers/test_losses.py tests/trainers/test_recurrent.py
+	tests/test_official_equivalence_training.py tests/trainers/test_losses.py tests/trainers/test_recurrent.py
 test-kernels: $(STAMP)
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -q $(NUMERIC_TESTS)
 	ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 REUSE_VOS_TEST_MKLDNN=0 OMP_NUM_THREADS=1 \

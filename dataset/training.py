@@ -44,6 +44,7 @@ from dataset.sequence import Sequence
 from dataset.synthetic import GENERATOR_VERSION, generate_davis2017
 from dataset.visibility import (
     DAVIS_VISIBILITY,
+    OFFICIAL_DAVIS_VISIBILITY,
     SYNTHETIC_VISIBILITY,
     YTVOS_VISIBILITY,
     PixelCountCache,
@@ -102,7 +103,8 @@ class TrainingSource:
         name: the dataset's ``--dset`` name, written into every sample's meta.
         pairs: its (sequence, object) pairs.
         max_gap: largest step of a temporal sample, in annotated frames.
-        always_area: resize images with INTER_AREA even when enlarging (DAVIS, as the original).
+        always_area: resize images with INTER_AREA even when enlarging (DAVIS; the original meant to, but
+            resizes bilinearly, see :func:`resize_sample_frame`).
         epoch_repeats: each pair this many times per epoch (when ``samples_per_epoch`` is None).
         samples_per_epoch: a random choice of this many distinct pairs per epoch (all if fewer).
     """
@@ -150,7 +152,7 @@ def collect_pairs(sequences: List[Sequence], rule: VisibilityRule, cache: PixelC
     for seq, counts in zip(kept_sequences, cache.get(kept_sequences, root)):
         any_visible = False
         for obj in seq.object_ids:
-            visible = rule.visible(counts.pixels[obj], counts.size)
+            visible = rule.visible_in(seq.name, obj, counts.pixels[obj], counts.size)
             if not visible.any():
                 skipped["invisible_objects"] += 1
                 continue
@@ -197,11 +199,14 @@ def _source(name: str, sequences: List[Sequence], root: PathLike, *, rule: Visib
 
 
 def resize_sample_frame(image: np.ndarray, mask: np.ndarray, size: Tuple[int, int],
-                        always_area: bool) -> Tuple[np.ndarray, np.ndarray]:
+                        always_area: bool, official: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """Resize an (h, w, 3) image and an (h, w) binary mask to ``size`` (H, W).
 
     The image uses INTER_AREA when shrinking (or always, with ``always_area``) and INTER_CUBIC when
-    enlarging; the mask uses INTER_NEAREST. Sizes that already match are returned unchanged.
+    enlarging: the area average keeps fine detail without aliasing when shrinking, which the original's
+    bilinear resize does not. With ``official`` it is INTER_LINEAR, what the original code does in fact (it
+    passes its INTER_AREA / INTER_CUBIC flag as ``dst``; training fixture README, behaviour 11). The mask
+    uses INTER_NEAREST. Sizes that already match are returned unchanged.
     """
     h, w = image.shape[:2]
     if (h, w) == tuple(size):
@@ -209,6 +214,8 @@ def resize_sample_frame(image: np.ndarray, mask: np.ndarray, size: Tuple[int, in
     dsize = (size[1], size[0])
     shrinking = size[0] * size[1] <= h * w
     interpolation = cv2.INTER_AREA if always_area or shrinking else cv2.INTER_CUBIC
+    if official:
+        interpolation = cv2.INTER_LINEAR
     return (cv2.resize(image, dsize, interpolation=interpolation),
             cv2.resize(mask, dsize, interpolation=cv2.INTER_NEAREST))
 
@@ -234,7 +241,7 @@ class TrainingSet(torch.utils.data.Dataset):
     """
 
     def __init__(self, sources: List[TrainingSource], *, seq_len: int = 6, size: Tuple[int, int] = (480, 854),
-                 sampling: str = "temporal", seed: int = 0):
+                 sampling: str = "temporal", seed: int = 0, official_resize: bool = False):
         if not sources:
             raise ConfigError("a training set needs at least one source")
         self.sources = tuple(sources)
@@ -244,6 +251,7 @@ class TrainingSet(torch.utils.data.Dataset):
         if int(seed) < 0:
             raise ConfigError(f"seed must be >= 0, got {seed}")
         self.seed = int(seed)
+        self.official_resize = bool(official_resize)
         self.epoch = 0
         self.samples: List[Tuple[int, int]] = []
         self.set_epoch(0)
@@ -295,7 +303,8 @@ class TrainingSet(torch.utils.data.Dataset):
         for t, name in enumerate(names):
             image = seq.image(seq.frame_index(name))
             mask = (seq.annotation(name, expected_size=image.shape[:2]) == pair.obj_id).astype(np.uint8)
-            images[t], labels[t] = resize_sample_frame(image, mask, self.size, source.always_area)
+            images[t], labels[t] = resize_sample_frame(image, mask, self.size, source.always_area,
+                                                       self.official_resize)
         meta = {"dataset": source.name, "seq_name": seq.name, "obj_id": pair.obj_id, "frames": names,
                 "frame0_id": positions[0]}
         return {"images": torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
@@ -409,7 +418,7 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
                        synthetic_size: Tuple[int, int] = SYNTHETIC_SIZE, synthetic_seed: int = 0,
                        synthetic_videos: int = SYNTHETIC_TRAIN_VIDEOS,
                        synthetic_epoch_repeats: int = SYNTHETIC_EPOCH_REPEATS,
-                       workers: Optional[int] = None) -> TrainingSet:
+                       workers: Optional[int] = None, official: bool = False) -> TrainingSet:
     """The training set ``dset`` (one of :data:`TRAINING_DATASETS`, or ``yt2018``).
 
     Args:
@@ -434,6 +443,8 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
         synthetic_epoch_repeats: how often each synthetic pair occurs per epoch (default 2, not DAVIS's 8:
             the synthetic set is for quick CPU runs).
         workers: threads counting pixels for the visibility cache.
+        official: ``--official-quirks``: the original's bilinear frame resize and, for DAVIS 2017, its
+            per-sequence visibility rule (:data:`dataset.visibility.OFFICIAL_DAVIS_VISIBILITY`).
     """
     dset = DATASET_ALIASES.get(dset, dset)
     if dset not in TRAINING_DATASETS:
@@ -461,7 +472,8 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
                                      epoch_repeats=synthetic_epoch_repeats, **common))
     if dset in ("dv2017", "all"):
         root = resolve_root(None if davis_root is None else str(davis_root), "DAVIS_ROOT", "DAVIS")
-        sources.append(_davis_source("dv2017", root, rule=rule_for(DAVIS_VISIBILITY),
+        sources.append(_davis_source("dv2017", root,
+                                     rule=rule_for(OFFICIAL_DAVIS_VISIBILITY if official else DAVIS_VISIBILITY),
                                      max_gap=max_gap or DEFAULT_MAX_GAP["davis"],
                                      epoch_repeats=davis_epoch_repeats, **common))
     if dset in ("ytvos2018", "all"):
@@ -474,6 +486,7 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
                                max_gap=max_gap or DEFAULT_MAX_GAP["ytvos"], always_area=False,
                                min_seq_length=seq_len + 2 if min_seq_length is None else min_seq_length,
                                samples_per_epoch=ytvos_samples_per_epoch, **common))
-    dataset = TrainingSet(sources, seq_len=seq_len, size=size, sampling=sampling, seed=seed)
+    dataset = TrainingSet(sources, seq_len=seq_len, size=size, sampling=sampling, seed=seed,
+                          official_resize=official)
     logger.info("training set %s:\n%s", dset, dataset.describe())
     return dataset

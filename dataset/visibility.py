@@ -5,9 +5,9 @@ object's pixel count in each annotated frame:
 
 * YouTube-VOS: visible iff it has at least 100 pixels.
 * DAVIS: visible iff it has at least 100 pixels *and* at least 25% of its largest pixel count in
-  the sequence. The original code shipped these flags as pickles (``*_meta.pth``) that also hold
-  per-sequence threshold overrides, "always visible" sequences and manual frame overrides; those
-  overrides are not public, so only the two general rules are applied here.
+  the sequence. The original code (FRTM's ``lib/training_datasets.py``, whose flags Reuse-VOS ships as
+  ``lib/davis_meta.pth``) also has per-sequence thresholds, never-occluded sequences and frame overrides
+  for DAVIS 2017 train: :data:`OFFICIAL_DAVIS_VISIBILITY`, used with ``--official-quirks``.
 * The project's synthetic videos (``--dset synthetic``) use the DAVIS rule with the 100 pixels
   scaled by the frame area relative to 480x854 (see :data:`SYNTHETIC_VISIBILITY`), because their
   small frames (e.g. 48x80) hold objects of well under 100 pixels.
@@ -70,7 +70,49 @@ class VisibilityRule:
         return (pixels > 0) & (pixels >= self.min_pixels_for(size)) & (pixels >= self.min_fraction * peak)
 
 
+    def visible_in(self, sequence: str, obj_id: int, pixels, size: Tuple[int, int]) -> np.ndarray:
+        """:meth:`visible` for object ``obj_id`` of ``sequence`` (the general rules ignore the names)."""
+        return self.visible(pixels, size)
+
+
+@dataclass(frozen=True)
+class OfficialDavisVisibility(VisibilityRule):
+    """The original DAVIS 2017 training visibility (facts from FRTM's ``DAVISDataset._generate_occlusions``).
+
+    An object is occluded on a frame when its pixels / (its largest count in the sequence + 0.001) is below
+    the sequence's threshold (0.25 unless listed in :attr:`thresholds`), or when it never appears; the
+    :attr:`never_occluded` sequences skip that test; frame overrides then make some frames visible; last,
+    fewer than 100 pixels is occluded whatever else holds. Counts are taken at the annotations' own size.
+    """
+
+    min_pixels: float = 100.0
+    min_fraction: float = 0.25
+    never_occluded: Tuple[str, ...] = ("bus", "car-turn", "drift-turn", "kid-football", "koala", "mallard-fly",
+                                       "motocross-bumps", "motorbike", "rallye", "snowboard", "train", "upside-down")
+    thresholds: Tuple[Tuple[str, float], ...] = (
+        ("bmx-bumps", 0.5), ("disk-jockey", 0.5), ("boxing-fisheye", 0.2), ("cat-girl", 0.2), ("dog-gooses", 0.2),
+        ("tractor-sand", 0.1), ("drone", 0.1))
+    # (sequence, object id or None for all, first frame, end frame): frames made visible
+    overrides: Tuple[Tuple[str, Optional[int], int, Optional[int]], ...] = (
+        ("classic-car", None, 0, 56), ("drone", 1, 0, 17), ("drone", 1, 24, 60), ("night-race", None, 0, 29),
+        ("night-race", 2, 0, None))
+
+    def visible_in(self, sequence: str, obj_id: int, pixels, size: Tuple[int, int]) -> np.ndarray:
+        pixels = np.asarray(pixels, dtype=np.float64)
+        if sequence in self.never_occluded:
+            occluded = np.zeros(pixels.shape, dtype=bool)
+        else:
+            threshold = dict(self.thresholds).get(sequence, self.min_fraction)
+            peak = pixels.max(initial=0)
+            occluded = (pixels / (peak + 0.001) < threshold) | (peak == 0)
+        for name, obj, start, end in self.overrides:
+            if name == sequence and obj in (None, obj_id):
+                occluded[start:end] = False
+        return ~(occluded | (pixels < self.min_pixels_for(size)))
+
+
 YTVOS_VISIBILITY = VisibilityRule(min_pixels=100, min_fraction=0.0)
+OFFICIAL_DAVIS_VISIBILITY = OfficialDavisVisibility()
 DAVIS_VISIBILITY = VisibilityRule(min_pixels=100, min_fraction=0.25)
 SYNTHETIC_VISIBILITY = VisibilityRule(min_pixels=100, min_fraction=0.25, reference_area=REFERENCE_AREA)
 

@@ -36,6 +36,31 @@ MOTION_BLUR_SIZES = (0, 2)
 MOTION_BLUR_ANGLES_DEG = (0.0, 45.0, 90.0, 135.0)
 BACKGROUND_SCALES = (1.0, 1.0, 1.2)
 BACKGROUND_BLURS = (0.0, 1.0, 2.0, 5.0)
+
+
+
+@dataclass(frozen=True)
+class AugmentLists:
+    """The option lists of the synthetic first frames. A repeated entry is drawn more often."""
+
+    rotations_deg: Tuple[float, ...] = ROTATIONS_DEG
+    flips: Tuple[bool, ...] = FLIPS
+    scales: Tuple[float, ...] = SCALES
+    skews: Tuple[Tuple[float, float], ...] = SKEWS
+    blur_sizes: Tuple[int, ...] = MOTION_BLUR_SIZES
+    blur_angles_deg: Tuple[float, ...] = MOTION_BLUR_ANGLES_DEG
+    background_scales: Tuple[float, ...] = BACKGROUND_SCALES
+    background_blurs: Tuple[float, ...] = BACKGROUND_BLURS
+
+
+# The project's lists (above): each distinct option once, except the flips and background scales.
+PROJECT_LISTS = AugmentLists()
+# The official lists (``fg_aug_params`` / ``bg_aug_params`` of the original train.py and evaluate.py), with
+# their duplicates, which set the probabilities: a skew 1/3 of the time, a motion blur 1/4, a background blur
+# 3/5 (the official motion blur of the background is replaced here by the Gaussian blur of the same size).
+# ``--official-quirks`` trains with them.
+OFFICIAL_LISTS = AugmentLists(skews=((0.0, 0.0), (0.0, 0.0), (0.1, 0.1)), blur_sizes=(0, 0, 0, 2),
+                              background_blurs=(0.0, 0.0, 1.0, 2.0, 5.0))
 MIN_OBJECT_SIDE = 10
 MAX_TRIES = 10
 INPAINT_RADIUS = 1
@@ -69,7 +94,7 @@ class ObjectWarp:
 
 
 def augment_first_frame(
-    image: Tensor, mask: Tensor, num_aug: int, rng: np.random.Generator
+    image: Tensor, mask: Tensor, num_aug: int, rng: np.random.Generator, lists: AugmentLists = PROJECT_LISTS
 ) -> Tuple[Tensor, Tensor]:
     """Build the K = ``num_aug`` first-frame training samples of one object.
 
@@ -78,6 +103,8 @@ def augment_first_frame(
         mask: (H, W) or (1, H, W), the object where > 0; must not be empty.
         num_aug: K >= 1, the original included.
         rng: the only source of randomness.
+        lists: the option lists (:data:`PROJECT_LISTS`, or :data:`OFFICIAL_LISTS` with the original's
+            duplicates).
     Returns:
         images (K, 3, H, W) uint8 and labels (K, 1, H, W) uint8 in {0, 1}; index 0 is the original.
     """
@@ -89,8 +116,8 @@ def augment_first_frame(
     background = cv2.inpaint(img, obj.astype(np.uint8), INPAINT_RADIUS, cv2.INPAINT_TELEA)
 
     images, labels = [img], [obj.astype(np.uint8)]
-    for warp in _draw_warps(rng, num_aug - 1, obj.shape):
-        new_img, new_label = _synthesise_accepted(img, obj, background, warp, rng)
+    for warp in _draw_warps(rng, num_aug - 1, obj.shape, lists):
+        new_img, new_label = _synthesise_accepted(img, obj, background, warp, rng, lists)
         images.append(new_img)
         labels.append(new_label)
     images_t = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
@@ -120,23 +147,23 @@ def _grid_centres(rng: np.random.Generator, n: int, shape: Tuple[int, int]) -> l
     return centres
 
 
-def _draw_warps(rng: np.random.Generator, n: int, shape: Tuple[int, int]) -> list:
+def _draw_warps(rng: np.random.Generator, n: int, shape: Tuple[int, int], lists: AugmentLists) -> list:
     """The parameters of n synthetic frames, each list sampled without replacement."""
     columns = zip(
-        _draw_without_replacement(rng, ROTATIONS_DEG, n),
-        _draw_without_replacement(rng, FLIPS, n),
-        _draw_without_replacement(rng, SCALES, n),
-        _draw_without_replacement(rng, SKEWS, n),
-        _draw_without_replacement(rng, MOTION_BLUR_SIZES, n),
-        _draw_without_replacement(rng, MOTION_BLUR_ANGLES_DEG, n),
+        _draw_without_replacement(rng, lists.rotations_deg, n),
+        _draw_without_replacement(rng, lists.flips, n),
+        _draw_without_replacement(rng, lists.scales, n),
+        _draw_without_replacement(rng, lists.skews, n),
+        _draw_without_replacement(rng, lists.blur_sizes, n),
+        _draw_without_replacement(rng, lists.blur_angles_deg, n),
         _grid_centres(rng, n, shape),
-        _draw_without_replacement(rng, BACKGROUND_SCALES, n),
-        _draw_without_replacement(rng, BACKGROUND_BLURS, n),
+        _draw_without_replacement(rng, lists.background_scales, n),
+        _draw_without_replacement(rng, lists.background_blurs, n),
     )
     return [ObjectWarp(*values) for values in columns]
 
 
-def _random_warp(rng: np.random.Generator, shape: Tuple[int, int]) -> ObjectWarp:
+def _random_warp(rng: np.random.Generator, shape: Tuple[int, int], lists: AugmentLists) -> ObjectWarp:
     """A replacement draw: every option picked at random, the centre uniform over the image."""
     height, width = shape
 
@@ -144,15 +171,15 @@ def _random_warp(rng: np.random.Generator, shape: Tuple[int, int]) -> ObjectWarp
         return options[int(rng.integers(len(options)))]
 
     return ObjectWarp(
-        rotation=pick(ROTATIONS_DEG),
-        flip=pick(FLIPS),
-        scale=pick(SCALES),
-        skew=pick(SKEWS),
-        blur_size=pick(MOTION_BLUR_SIZES),
-        blur_angle=pick(MOTION_BLUR_ANGLES_DEG),
+        rotation=pick(lists.rotations_deg),
+        flip=pick(lists.flips),
+        scale=pick(lists.scales),
+        skew=pick(lists.skews),
+        blur_size=pick(lists.blur_sizes),
+        blur_angle=pick(lists.blur_angles_deg),
         centre=(rng.uniform(0, width), rng.uniform(0, height)),
-        background_scale=pick(BACKGROUND_SCALES),
-        background_blur=pick(BACKGROUND_BLURS),
+        background_scale=pick(lists.background_scales),
+        background_blur=pick(lists.background_blurs),
     )
 
 
@@ -227,7 +254,8 @@ def _synthesise(
 
 
 def _synthesise_accepted(
-    img: np.ndarray, obj: np.ndarray, background: np.ndarray, warp: ObjectWarp, rng: np.random.Generator
+    img: np.ndarray, obj: np.ndarray, background: np.ndarray, warp: ObjectWarp, rng: np.random.Generator,
+    lists: AugmentLists,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """:func:`_synthesise`, redrawn at random until the object keeps >= 1 pixel and leaves >= 1
     background pixel; the original frame after ``MAX_TRIES`` failures."""
@@ -235,5 +263,5 @@ def _synthesise_accepted(
         new_img, new_label = _synthesise(img, obj, background, warp)
         if 0 < new_label.sum() < new_label.size:
             return new_img, new_label
-        warp = _random_warp(rng, obj.shape)
+        warp = _random_warp(rng, obj.shape, lists)
     return img, obj.astype(np.uint8)

@@ -128,7 +128,8 @@ class Trainer:
         seed_everything(rank_seed(config.seed, self.ctx))
         self.cache = self._build_cache()
         self.target_models = FirstFrameTargetModels(self.backbone, TargetModelConfig.train(), self.cache,
-                                                    seed=config.seed, amp=config.amp)
+                                                    seed=config.seed, amp=config.amp,
+                                                    official_lists=config.official_quirks)
         options = RecurrentOptions(gate_loss=config.gate_loss, m1=config.m1, m2=config.m2,
                                    margin_epochs=config.margin_epochs, target_rate=config.target_rate,
                                    official_quirks=config.official_quirks, amp=config.amp)
@@ -162,7 +163,7 @@ class Trainer:
             return None
         c4 = self.backbone.channels["layer4"]
         shapes = {"project.weight": (TRAIN_C_CHANNELS, c4, 1, 1), "filter.weight": (1, TRAIN_C_CHANNELS, 3, 3)}
-        variant = cache_variant(cfg.ftext, cfg.size, cfg.pretrained, cfg.seed)
+        variant = cache_variant(cfg.ftext, cfg.size, cfg.pretrained, cfg.seed, official_augment=cfg.official_quirks)
         return TargetModelCache(cfg.tmcache, variant, shapes, read_only=cfg.tmcache_mode == "readonly")
 
     def build_data(self):
@@ -173,7 +174,8 @@ class Trainer:
         dataset = build_training_set(
             cfg.dset, davis_root=cfg.davis_root, ytvos_root=cfg.ytvos_root, synthetic_root=cfg.synthetic_root,
             seq_len=cfg.seq_len, size=cfg.size, sampling=cfg.sampling, seed=cfg.seed, cache_dir=cfg.data_cache,
-            split_list=cfg.split_list, **({"synthetic_size": cfg.synthetic_size} if cfg.synthetic_size else {}))
+            split_list=cfg.split_list, official=cfg.official_quirks,
+            **({"synthetic_size": cfg.synthetic_size} if cfg.synthetic_size else {}))
         sampler = DistributedSampler(dataset, num_replicas=self.ctx.world_size, rank=self.ctx.rank, shuffle=True,
                                      seed=cfg.seed, drop_last=False)
         generator = torch.Generator().manual_seed(rank_seed(cfg.seed, self.ctx))

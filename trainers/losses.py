@@ -45,11 +45,11 @@ def delta_loss(delta: Tensor, label: Tensor, prev_score16: Tensor) -> Tensor:
     Args:
         delta: (B,1,H16,W16) output of the delta-generator.
         label: (B,1,H,W) binary label of the current frame.
-        prev_score16: (B,1,H16,W16) the carried previous score map. It is not detached: as with the
-            original's ``nn.MSELoss``, the gradient also flows through the target (to the gate, via the
-            straight-through mix that produced the carried score).
+        prev_score16: (B,1,H16,W16) the carried previous score map. It never requires grad (the
+            recurrent forward routes it by the hard gate decision, as the original), so the loss does not
+            reach the gate through its own target; it is detached here all the same.
     """
-    target = resize(label.float(), delta.shape[-2:]) - prev_score16.float()
+    target = resize(label.float(), delta.shape[-2:]) - prev_score16.detach().float()
     return F.mse_loss(delta.float(), target)
 
 

@@ -11,16 +11,22 @@ Frames 1..T-1, all elements in parallel, no computation skipped:
 1. full backbone; ``tplS`` = template matching against the previous score; gate logits -> softmax;
    g = straight-through hard decision (value 1 iff P(reuse) > 0.5, gradient of P(reuse));
 2. delta = delta-generator(tplS); translated score = previous score + delta; current score s = target model;
-3. with g mixing the two paths (exact 0/1 values): ``final`` = g ? translated : s; ``mixed`` = g ? previous
-   score : s; deep backbone features = g ? previous : current;
-4. ``curr_x`` = deep refiner stages on (deep features, ``mixed``); x = g ? translate(prev_x, delta) : curr_x;
+3. routed by the hard decision (per element, no gradient to the gate, as the official per-sample branch):
+   ``final`` = reuse ? translated : s; ``mixed`` (the carried score) = reuse ? previous score : s; deep
+   backbone features = reuse ? previous : current. The carried score therefore never requires grad (it is a
+   target-model score or the resized first label), so no loss back-propagates through its own target;
+4. ``curr_x`` = deep refiner stages on (deep features, ``mixed``); x = g * translate(prev_x, delta) + (1 - g) *
+   curr_x, the straight-through mix that gives the gate its gradient from the segmentation loss;
    logits = shallow refiner stages on (x, ``final``);
 5. losses of the frame (:mod:`trainers.losses`), summed over frames (BPTT through prev_x, the scores, the
    template and the gate);
 6. carry-over: previous score <- ``mixed``, previous deep features <- the ones used, previous label <- the
    label of the last *computed* frame; ``prev_x`` <- g ? prev_x : curr_x (the inference semantics: the deep
    feature of the last computed frame), or with ``official_quirks`` the original's inverted update
-   ``prev_x <- g ? curr_x : prev_x`` (spec 6.1 item 1).
+   ``prev_x <- g ? curr_x : prev_x`` (spec 6.1 item 1); both as straight-through mixes with g.
+
+So the gate receives gradient from its own loss and from the later losses through the two mixes with g (x and
+``prev_x``) only, in both modes: the official routing (training fixture README, behaviours 4, 6-8).
 """
 
 from __future__ import annotations
@@ -81,6 +87,11 @@ def select(gate: Tensor, if_one: Tensor, if_zero: Tensor) -> Tensor:
     return g * if_one + (1 - g) * if_zero
 
 
+def choose(hard: Tensor, if_one: Tensor, if_zero: Tensor) -> Tensor:
+    """Per element ``if_one`` where ``hard`` (B,) is 1, else ``if_zero``: a routing without gradient to the gate."""
+    return torch.where(hard.view(-1, *([1] * (if_one.dim() - 1))) > 0.5, if_one, if_zero)
+
+
 def update_prev_x(prev_x: Tensor, curr_x: Tensor, gate: Tensor, inverted: bool = False) -> Tensor:
     """The deep refined feature kept for the next frame.
 
@@ -131,7 +142,7 @@ class RecurrentTrainingModel(nn.Module):
         return gate_probability_loss(probs[:, 0], iou, margin, opts.m2)
 
     def forward(self, images: Tensor, labels: Tensor, metas: Sequence[str], epoch: int,
-                keep_visuals: bool = False) -> Dict[str, Tensor]:
+                keep_visuals: bool = False, trace: Optional[List[Dict[str, Tensor]]] = None) -> Dict[str, Tensor]:
         """One recurrent pass over a batch.
 
         Args:
@@ -140,6 +151,12 @@ class RecurrentTrainingModel(nn.Module):
             metas: B JSON meta strings (``dataset``, ``seq_name``, ``obj_id``, ``frame0_id``, ``frames``).
             epoch: current epoch (1-based), for the margin schedule.
             keep_visuals: store first-element maps of the last frame in :attr:`visuals`.
+            trace: if given, receives one dict of detached tensors for the first frame (``template``,
+                ``label8``, ``prev_score``, ``tm_score``, ``prevX``) and one per tracked frame (``gate_logits``,
+                ``gate_prob``, ``gate``, ``prev_score``, ``delta``, ``trans_score``, ``tm_score``,
+                ``final_score``, ``carried_score``, ``logits``, ``prevX`` (carried to the next frame),
+                ``iou_target``, ``loss_seg``, ``loss_diff``, ``loss_gate``, ``loss``), named as in the official
+                training fixture, for equivalence tests and debugging.
 
         Returns:
             ``loss``: the scalar to backpropagate, sum over the T-1 tracked frames of seg + delta + gate;
@@ -172,6 +189,10 @@ class RecurrentTrainingModel(nn.Module):
         prev_score = resize(labels[:, 0], feats["layer4"].shape[-2:])
         prev_deep = {k: feats[k] for k in DEEP_KEYS}
         prev_label = labels[:, 0]
+        if trace is not None:
+            trace.append({k: v.detach() for k, v in (("label8", mask8), ("template", template),
+                                                     ("prev_score", prev_score), ("tm_score", score0),
+                                                     ("prevX", prev_x))})
 
         total = images.new_zeros((), dtype=torch.float32)
         zero = torch.zeros((), device=device)
@@ -188,9 +209,9 @@ class RecurrentTrainingModel(nn.Module):
             probs = torch.softmax(gate_logits.float(), dim=1)
             gate, hard = straight_through_gate(probs)
             translated = prev_score + delta.float()
-            final = select(gate, translated, score)
-            mixed = select(gate, prev_score, score)
-            deep = {k: select(gate, prev_deep[k], feats[k]) for k in DEEP_KEYS}
+            final = choose(hard, translated, score)
+            mixed = choose(hard, prev_score, score)
+            deep = {k: choose(hard, prev_deep[k], feats[k]) for k in DEEP_KEYS}
             with self._autocast(device):
                 curr_x = self.model.deep(mixed, deep["layer5"], deep["layer4"])
                 x = select(gate, self.model.translate(prev_x, delta), curr_x)
@@ -200,7 +221,8 @@ class RecurrentTrainingModel(nn.Module):
             seg = segmentation_loss(logits, label)
             dlt = delta_loss(delta, label, prev_score)
             gate_term = self._gate_term(probs, iou, margin)
-            total = total + seg + dlt + (gate_term if gate_term is not None else 0.0)
+            frame_loss = seg + dlt + (gate_term if gate_term is not None else 0.0)
+            total = total + frame_loss
             sums["seg"] = sums["seg"] + seg.detach()
             sums["delta"] = sums["delta"] + dlt.detach()
             if gate_term is not None:
@@ -222,6 +244,14 @@ class RecurrentTrainingModel(nn.Module):
                 }
 
             prev_x = update_prev_x(prev_x, curr_x, gate, inverted=opts.official_quirks)
+            if trace is not None:
+                trace.append({"gate_logits": gate_logits, "gate_prob": probs, "gate": hard, "prev_score": prev_score,
+                              "delta": delta, "trans_score": translated, "tm_score": score, "final_score": final,
+                              "carried_score": mixed, "logits": logits, "prevX": prev_x, "iou_target": iou,
+                              "loss_seg": seg, "loss_diff": dlt,
+                              "loss_gate": gate_term if gate_term is not None else torch.zeros(()),
+                              "loss": frame_loss})
+                trace[-1] = {k: v.detach() if torch.is_tensor(v) else torch.tensor(v) for k, v in trace[-1].items()}
             prev_score = mixed
             prev_deep = deep
             prev_label = select(hard, prev_label, label)

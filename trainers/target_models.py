@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lib.augment import augment_first_frame
+from lib.augment import OFFICIAL_LISTS, PROJECT_LISTS, augment_first_frame
 from models.backbone import FeatureExtractor
 from models.target_model import OnlineTargetModel, TargetModel, TargetModelConfig
 from trainers.tmcache import TargetModelCache
@@ -48,15 +48,19 @@ class FirstFrameTargetModels:
         seed: base seed of the per-sample seeds.
         amp: ``"bf16"`` runs the backbone on the augmented frames under autocast (the least-squares fit
             itself always runs in float32).
+        official_lists: augment with the original's option lists and their duplicates
+            (:data:`lib.augment.OFFICIAL_LISTS`, ``--official-quirks``).
     """
 
     def __init__(self, backbone: FeatureExtractor, config: TargetModelConfig,
-                 cache: Optional[TargetModelCache] = None, seed: int = 0, amp: Optional[str] = None):
+                 cache: Optional[TargetModelCache] = None, seed: int = 0, amp: Optional[str] = None,
+                 official_lists: bool = False):
         self.backbone = backbone
         self.config = config
         self.cache = cache
         self.seed = seed
         self.amp = amp
+        self.lists = OFFICIAL_LISTS if official_lists else PROJECT_LISTS
         self.in_channels = backbone.channels["layer4"]
 
     def get(self, image0: Tensor, label0: Tensor, key: SampleKey) -> Tuple[TargetModel, bool]:
@@ -95,7 +99,8 @@ class FirstFrameTargetModels:
         mask = label0.reshape(image0.shape[-2:]).cpu()
         image = image0.cpu()
         if bool((mask > 0).any()):
-            images, labels = augment_first_frame(image, mask, self.config.num_aug, np.random.default_rng(seed))
+            images, labels = augment_first_frame(image, mask, self.config.num_aug, np.random.default_rng(seed),
+                                                 self.lists)
         else:
             warnings.warn(f"{key.seq_name} object {key.obj_id}: empty first-frame mask (frame {key.frame0_id}) "
                           "at the training size; its target model is fitted to the empty frame alone", stacklevel=2)

@@ -34,7 +34,7 @@ KEYS = ("project.weight", "filter.weight")
 
 
 def cache_variant(ftext: str, size: Sequence[int] = OFFICIAL_SIZE, pretrained: str = "imagenet",
-                  seed: int = 0, c_channels: int = TRAIN_C_CHANNELS) -> str:
+                  seed: int = 0, c_channels: int = TRAIN_C_CHANNELS, official_augment: bool = True) -> str:
     """Folder name for a backbone / size setting; ``<ftext>-c32_gTrue`` for the official one.
 
     Args:
@@ -45,6 +45,8 @@ def cache_variant(ftext: str, size: Sequence[int] = OFFICIAL_SIZE, pretrained: s
             ``_bb-<first 10 hex of its sha256>``).
         seed: unused (kept for callers; the random backbone no longer depends on the run's seed).
         c_channels: target-model width.
+        official_augment: the target models come from the original's augmentation lists
+            (``--official-quirks``); the project's own lists add ``_aug-project``.
     """
     name = f"{ftext}-c{c_channels}_gTrue"
     if tuple(int(s) for s in size) != OFFICIAL_SIZE:
@@ -54,6 +56,8 @@ def cache_variant(ftext: str, size: Sequence[int] = OFFICIAL_SIZE, pretrained: s
     elif pretrained != "imagenet":
         digest = hashlib.sha256(Path(pretrained).read_bytes()).hexdigest()[:10]
         name += f"_bb-{digest}"
+    if not official_augment:
+        name += "_aug-project"
     return name
 
 

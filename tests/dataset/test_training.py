@@ -19,7 +19,13 @@ from dataset.sampling import first_frame_candidates, sample_official, sample_tem
 from dataset.sequence import Sequence
 from dataset.synthetic import generate_youtubevos
 from dataset.training import SAMPLINGS, TRAINING_DATASETS, build_training_set, prepare_synthetic_davis
-from dataset.visibility import DAVIS_VISIBILITY, SYNTHETIC_VISIBILITY, YTVOS_VISIBILITY, VisibilityRule
+from dataset.visibility import (
+    DAVIS_VISIBILITY,
+    OFFICIAL_DAVIS_VISIBILITY,
+    SYNTHETIC_VISIBILITY,
+    YTVOS_VISIBILITY,
+    VisibilityRule,
+)
 from lib.errors import ConfigError, DatasetError
 from lib.io import write_index_png
 
@@ -81,6 +87,29 @@ def test_visibility_rules_hand_computed():
     assert SYNTHETIC_VISIBILITY.visible([24, 25, 90], (240, 427)).tolist() == [False, True, True]
     # zero pixels are never visible, whatever the threshold
     assert VisibilityRule(min_pixels=0).visible([0, 1], size).tolist() == [False, True]
+
+
+def test_official_davis_visibility_hand_computed():
+    """The original DAVIS 2017 rule (--official-quirks): thresholds, never-occluded sequences, overrides."""
+    rule, size = OFFICIAL_DAVIS_VISIBILITY, (480, 854)
+    # an ordinary sequence: pixels / (peak + 0.001) >= 25 % (so exactly 25 % is occluded) and >= 100 px
+    assert rule.visible_in("dog", 1, [1000, 250, 251, 99, 0], size).tolist() == [True, False, True, False, False]
+    assert rule.visible_in("bmx-bumps", 1, [1000, 500, 501], size).tolist() == [True, False, True]  # 50 %
+    assert rule.visible_in("drone", 2, [1000, 99, 100, 101], size).tolist() == [True, False, False, True]  # 10 %
+    # never occluded: only the 100 px minimum
+    assert rule.visible_in("bus", 1, [1000, 150, 99], size).tolist() == [True, True, False]
+    # overrides: drone object 1 frames 0-16 and 24-59, night-race object 2 everywhere; 100 px still wins
+    drone = [150] * 30 + [5000]
+    visible = rule.visible_in("drone", 1, drone, size)
+    assert visible[:17].all() and not visible[17:24].any() and visible[24:30].all() and visible[30]
+    assert not rule.visible_in("drone", 2, drone, size)[:30].any()
+    assert rule.visible_in("night-race", 2, [5000, 150, 99], size).tolist() == [True, True, False]
+    assert rule.visible_in("night-race", 1, [5000] + [150] * 30, size)[:29].all()
+    assert not rule.visible_in("night-race", 1, [5000] + [150] * 30, size)[29:].any()
+    assert rule.visible_in("classic-car", 3, [5000] + [150] * 60, size)[:56].all()
+    assert not rule.visible_in("classic-car", 3, [5000] + [150] * 60, size)[56:].any()
+    # the general rule ignores the names
+    assert DAVIS_VISIBILITY.visible_in("bus", 1, [1000, 150], size).tolist() == [True, False]
 
 
 def test_pixel_counts_and_visibility_on_hand_built_masks(tmp_path):
@@ -354,13 +383,15 @@ def _expected(ds, i, interpolation):
             cv2.resize(mask, dsize, interpolation=cv2.INTER_NEAREST))
 
 
-@pytest.mark.parametrize("dset,size,interpolation", [
-    ("ytvos2018", (48, 80), cv2.INTER_CUBIC),  # YouTube-VOS enlarged: cubic
-    ("ytvos2018", (12, 20), cv2.INTER_AREA),  # shrunk: area
-    ("dv2017", (48, 80), cv2.INTER_AREA),  # DAVIS: always area
+@pytest.mark.parametrize("dset,size,interpolation,official", [
+    ("ytvos2018", (48, 80), cv2.INTER_CUBIC, False),  # YouTube-VOS enlarged: cubic
+    ("ytvos2018", (12, 20), cv2.INTER_AREA, False),  # shrunk: area
+    ("dv2017", (48, 80), cv2.INTER_AREA, False),  # DAVIS: always area
+    ("dv2017", (48, 80), cv2.INTER_LINEAR, True),  # --official-quirks: what the original really does
+    ("ytvos2018", (12, 20), cv2.INTER_LINEAR, True),
 ])
-def test_resize_modes(dset, size, interpolation, davis_root, ytvos_root):
-    ds = build_training_set(dset, davis_root=davis_root, ytvos_root=ytvos_root,
+def test_resize_modes(dset, size, interpolation, official, davis_root, ytvos_root):
+    ds = build_training_set(dset, davis_root=davis_root, ytvos_root=ytvos_root, official=official,
                             split_list=ytvos_root / "jjtrain.txt", seq_len=3, size=size, min_pixels=10)
     item = ds[0]
     image, mask = _expected(ds, 0, interpolation)

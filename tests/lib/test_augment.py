@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib.augment import augment_first_frame
+from lib.augment import OFFICIAL_LISTS, PROJECT_LISTS, _draw_warps, augment_first_frame
 from models.target_model import OnlineTargetModel, TargetModel, TargetModelConfig
 
 
@@ -108,3 +108,15 @@ def test_target_model_fitted_on_augmented_samples_finds_the_object():
         score = online.apply(colour_features(frame[None]))
         score = F.interpolate(score, size=frame_mask.shape[-2:], mode="bilinear", align_corners=False)
         assert correlation(score, frame_mask.double()) > 0.7
+
+
+def test_official_lists_keep_the_duplicates():
+    """--official-quirks augments with the original's lists: a skew 1/3, a motion blur 1/4, a background blur 3/5
+    of the time (each list drawn without replacement, so every full cycle has exactly these counts)."""
+    rng = np.random.default_rng(0)
+    warps = _draw_warps(rng, 60, (48, 80), OFFICIAL_LISTS)
+    assert sum(w.skew != (0.0, 0.0) for w in warps) == 20
+    assert sum(w.blur_size != 0 for w in warps) == 15
+    assert sum(w.background_blur != 0 for w in warps) == 36
+    project = _draw_warps(np.random.default_rng(0), 60, (48, 80), PROJECT_LISTS)
+    assert sum(w.skew != (0.0, 0.0) for w in project) == 30 and sum(w.blur_size != 0 for w in project) == 30
