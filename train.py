@@ -29,7 +29,7 @@ import torch
 from lib.cli import add_dataset_root_flags, resolve_device, run_cli
 from trainers.config import DEFAULT_NAME, FTEXTS, GATE_LOSSES, SAMPLINGS, TMCACHE_MODES, TrainConfig
 
-DSETS = ("dv2017", "ytvos2018", "yt2018", "all", "synthetic")
+DSETS = ("dv2017", "dv2016", "ytvos2018", "yt2018", "all", "synthetic")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = parser.add_argument_group("data")
     data.add_argument("--dset", default="all", choices=DSETS,
-                      help="training data: DAVIS 2017 train, YouTube-VOS 2018 jjtrain, both, or generated videos")
+                      help="training data: DAVIS 2017 train, DAVIS 2016 train (objects merged), YouTube-VOS 2018 "
+                           "jjtrain, DAVIS 2017 + YouTube-VOS (all), or generated videos")
     add_dataset_root_flags(data)
     data.add_argument("--synthetic-root", default=None, metavar="DIR",
                       help="where --dset synthetic generates/reads its videos (default runs/<name>/synthetic)")

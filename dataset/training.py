@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
-TRAINING_DATASETS = ("dv2017", "ytvos2018", "all", "synthetic")
+TRAINING_DATASETS = ("dv2017", "dv2016", "ytvos2018", "all", "synthetic")
 DATASET_ALIASES = {"yt2018": "ytvos2018"}
 __all__ = ["TRAINING_DATASETS", "SAMPLINGS", "TrainingPair", "TrainingSource", "TrainingSet",
            "build_training_set", "prepare_synthetic_davis", "resize_sample_frame"]
@@ -400,8 +400,8 @@ def prepare_synthetic_davis(root: PathLike, *, size: Tuple[int, int] = SYNTHETIC
 
 
 def _davis_source(name: str, root: PathLike, *, rule: VisibilityRule, max_gap: int, epoch_repeats: int,
-                  **common) -> TrainingSource:
-    reader = DAVISDataset(root, year=2017, split="train")
+                  year: int = 2017, **common) -> TrainingSource:
+    reader = DAVISDataset(root, year=year, split="train")
     sequences = [reader.sequence(n) for n in reader.names]
     return _source(name, sequences, reader.root, rule=rule, max_gap=max_gap, always_area=True,
                    epoch_repeats=epoch_repeats, **common)
@@ -422,7 +422,9 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
     """The training set ``dset`` (one of :data:`TRAINING_DATASETS`, or ``yt2018``).
 
     Args:
-        dset: ``dv2017``, ``ytvos2018`` (``yt2018``), ``all`` or ``synthetic``.
+        dset: ``dv2017``, ``dv2016`` (the DAVIS 2016 train split, all objects merged into one as the DAVIS
+            2016 protocol does; any DAVIS root with ``ImageSets/2016/train.txt``), ``ytvos2018``
+            (``yt2018``), ``all`` (DAVIS 2017 + YouTube-VOS) or ``synthetic``.
         davis_root, ytvos_root: dataset roots (default: the ``DAVIS_ROOT`` / ``YTVOS_ROOT`` variables).
         synthetic_root: where the synthetic dataset is (or gets) written; required for ``synthetic``.
         seq_len: frames per sample.
@@ -474,6 +476,12 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
         root = resolve_root(None if davis_root is None else str(davis_root), "DAVIS_ROOT", "DAVIS")
         sources.append(_davis_source("dv2017", root,
                                      rule=rule_for(OFFICIAL_DAVIS_VISIBILITY if official else DAVIS_VISIBILITY),
+                                     max_gap=max_gap or DEFAULT_MAX_GAP["davis"],
+                                     epoch_repeats=davis_epoch_repeats, **common))
+    if dset == "dv2016":
+        # the general DAVIS rule in both modes: the original's per-sequence rule is for DAVIS 2017 objects
+        root = resolve_root(None if davis_root is None else str(davis_root), "DAVIS_ROOT", "DAVIS")
+        sources.append(_davis_source("dv2016", root, rule=rule_for(DAVIS_VISIBILITY), year=2016,
                                      max_gap=max_gap or DEFAULT_MAX_GAP["davis"],
                                      epoch_repeats=davis_epoch_repeats, **common))
     if dset in ("ytvos2018", "all"):

@@ -53,19 +53,27 @@ def imagenet_weights_file(name: str) -> Path:
 
 
 def _build_resnet(name: str, weights: str) -> torchvision.models.ResNet:
-    """A torchvision ResNet without ``avgpool``/``fc`` with the requested weights; never downloads."""
+    """A torchvision ResNet without ``avgpool``/``fc`` with the requested weights.
+
+    ``imagenet`` goes through torchvision's weights API: the file in the TORCH_HOME hub cache, downloaded
+    there first (with its hash checked) when it is missing and the machine is online.
+    """
     builder, imagenet = _BUILDERS[name]
     if weights == "imagenet":
         cached = imagenet_weights_file(name)
-        if not cached.is_file():
+        try:
+            net = builder(weights=imagenet)
+        except Exception as err:  # offline, blocked, interrupted or corrupt download
+            if cached.is_file():
+                raise
+            reason = (str(err).strip().splitlines() or [""])[0]
             raise ConfigError(
-                f"ImageNet weights for {name} not found: expected the file {cached.name} at {cached} "
-                f"(torchvision hub cache, i.e. $TORCH_HOME/hub/checkpoints; TORCH_HOME is currently "
-                f"{Path(torch.hub.get_dir()).parent}). Download {imagenet.url} on a machine with internet "
-                "access and place it there, or run with --pretrained none (random backbone weights)."
-            )
-    if weights == "imagenet":
-        net = builder(weights=imagenet)
+                f"ImageNet weights for {name} not found and not downloadable here ({err.__class__.__name__}: "
+                f"{reason}): expected the file {cached.name} at {cached} (torchvision hub cache, i.e. "
+                f"$TORCH_HOME/hub/checkpoints; TORCH_HOME is currently {Path(torch.hub.get_dir()).parent}). "
+                f"Download {imagenet.url} on a machine with internet access and place it there, or run with "
+                "--pretrained none (random backbone weights)."
+            ) from None
     else:
         # The random weights are always those of torch.manual_seed(RANDOM_BACKBONE_SEED), drawn without
         # touching the global RNG: a model trained with --pretrained none is evaluated on the same backbone.
@@ -106,8 +114,8 @@ class FeatureExtractor(nn.Module):
         weights: ``'none'`` (random init: always torchvision's ``resnetXX(weights=None)`` drawn right after
             ``torch.manual_seed(RANDOM_BACKBONE_SEED)``, whatever the global RNG state, which is left
             untouched; so training and evaluation with ``none`` use the same backbone),
-            ``'imagenet'`` (``IMAGENET1K_V1`` from the local torchvision hub cache only, never
-            downloaded) or a path to a torchvision-format ResNet state dict file.
+            ``'imagenet'`` (``IMAGENET1K_V1`` through torchvision's weights API: the TORCH_HOME hub cache,
+            downloaded there when missing and online) or a path to a torchvision-format ResNet state dict file.
 
     The network is always in eval mode (BatchNorm uses running statistics, ``train()`` is a no-op) and
     no parameter requires a gradient. ``avgpool`` and ``fc`` are removed.

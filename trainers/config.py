@@ -29,7 +29,7 @@ class TrainConfig:
     Attributes:
         name: run name; default folders are ``runs/<name>/{checkpoints,tensorboard,tmcache,datacache}``.
         ftext: backbone, ``resnet18`` or ``resnet101``.
-        dset: training data, ``dv2017``, ``ytvos2018``, ``all`` or ``synthetic``.
+        dset: training data, ``dv2017``, ``dv2016``, ``ytvos2018``, ``all`` or ``synthetic``.
         device: ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun each rank uses ``cuda:LOCAL_RANK``).
         init_pth: FRTM or G-FRTM checkpoint whose matching weights initialise the model ("" for none).
         trust_checkpoint: allow official training checkpoints that pickle Python objects for ``init_pth``.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -72,6 +73,12 @@ def build_ytvos(root: Path) -> Path:
     (root / "jjval.txt").write_text("vid_b\n")
     (root / "jjtrain.txt").write_text("vid_a\n")
     return root
+
+
+@pytest.fixture
+def make_davis() -> Callable[..., Path]:
+    """:func:`build_davis` itself, for layouts other than the default."""
+    return build_davis
 
 
 @pytest.fixture

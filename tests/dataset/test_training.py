@@ -456,3 +456,20 @@ def test_roots_and_names(tmp_path, monkeypatch):
         build_training_set("dv2016")
     with pytest.raises(ConfigError, match="unknown sampling"):
         build_training_set("synthetic", synthetic_root=tmp_path / "s", sampling="sorted")
+
+
+def test_dv2016_trains_on_the_2016_train_split_with_objects_merged(tmp_path, make_davis):
+    """--dset dv2016: the ImageSets/2016/train.txt sequences, every object merged into one (DAVIS 2016)."""
+    root = make_davis(tmp_path / "davis", seqs=(("two", 2, 6), ("one", 1, 5), ("val", 1, 5)), train=("two", "one"))
+    ds = build_training_set("dv2016", davis_root=root, seq_len=3, size=(48, 80), min_pixels=10)
+    pairs = [p for source in ds.sources for p in source.pairs]
+    assert sorted((p.sequence.name, p.obj_id) for p in pairs) == [("one", 1), ("two", 1)]
+    item = ds[[i for i, (s, p) in enumerate(ds.samples) if ds.sources[s].pairs[p].sequence.name == "two"][0]]
+    # both objects of "two" (ids 1 and 2 in the 2017-style annotation) are the one foreground
+    frame = meta(item)["frames"][0]
+    two = [p for p in pairs if p.sequence.name == "two"][0].sequence
+    expected = (np.asarray(Image.open(root / "Annotations/480p/two" / f"{frame}.png")) > 0).astype(np.uint8)
+    expected = cv2.resize(expected, (80, 48), interpolation=cv2.INTER_NEAREST)
+    assert two.object_ids == (1,)
+    assert np.array_equal(item["labels"][0, 0].numpy(), expected)
+    assert ds.sources[0].name == "dv2016" and ds.sources[0].epoch_repeats == training.DAVIS_EPOCH_REPEATS

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import urllib.error
+
 import pytest
 import torch
 import torchvision
+import torchvision.models._api
 
 from lib.errors import CheckpointError, ConfigError
 from models.backbone import FEATURE_CHANNELS, IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, imagenet_weights_file
@@ -98,16 +101,45 @@ def test_unknown_name():
         FeatureExtractor("resnet50", "none")
 
 
+def _offline(url, *args, **kwargs):
+    raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+
 def test_imagenet_missing_file_explains_where_to_put_it(tmp_path, monkeypatch):
+    """Offline and not cached: one line naming the file, the cache and the way out."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", _offline)
     expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     assert imagenet_weights_file("resnet18") == expected
     with pytest.raises(ConfigError) as err:
         FeatureExtractor("resnet18", "imagenet")
     message = str(err.value)
     assert "resnet18-f37072fd.pth" in message and str(expected) in message
-    assert "TORCH_HOME" in message and "--pretrained none" in message
+    assert "TORCH_HOME" in message and "--pretrained none" in message and "URLError" in message
     assert "\n" not in message
+
+
+def test_imagenet_is_downloaded_into_the_hub_cache_when_online(tmp_path, monkeypatch):
+    """Online: torchvision's weights API fetches the file into $TORCH_HOME/hub/checkpoints (simulated here:
+    no network on the test machines) and the next run reads it from there without a download."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    state, calls = _resnet18_state(4), []
+    real_loader = torchvision.models._api.load_state_dict_from_url
+
+    def download(url, *args, **kwargs):
+        calls.append((url, kwargs.get("check_hash")))
+        target = imagenet_weights_file("resnet18")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, target)
+        return torch.load(target, weights_only=True)
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", download)
+    _assert_same_weights(FeatureExtractor("resnet18", "imagenet"), state)
+    assert calls == [(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url, True)]
+    assert imagenet_weights_file("resnet18").is_file()
+    # the real loader now finds the cached file (no network needed)
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", real_loader)
+    _assert_same_weights(FeatureExtractor("resnet18", "imagenet"), state)
 
 
 def test_imagenet_loads_from_hub_cache(tmp_path, monkeypatch):

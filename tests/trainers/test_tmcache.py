@@ -25,7 +25,8 @@ def test_layout_and_variant_names(tmp_path):
     assert cache.path("bear", 7, 2) == tmp_path / "resnet18-c32_gTrue" / "bear" / "00007.2.layer4.pth"
     assert cache_variant("resnet101", (480, 854), "imagenet") == "resnet101-c32_gTrue"
     # the project's own augmentation lists (no --official-quirks) never share the official folder
-    assert cache_variant("resnet101", (480, 854), "imagenet", official_augment=False) == "resnet101-c32_gTrue_aug-project"
+    project_lists = cache_variant("resnet101", (480, 854), "imagenet", official_augment=False)
+    assert project_lists == "resnet101-c32_gTrue_aug-project"
     assert cache_variant("resnet18", (64, 112), "none", seed=3) == "resnet18-c32_gTrue_64x112_bb-random"
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"abc")
