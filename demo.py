@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dev", default=None, help="device, e.g. cpu or cuda:0 (default: cuda:0 if available)")
     parser.add_argument("--amp", choices=["bf16"], default=None, help="bf16 autocast for the networks")
     parser.add_argument("--seed", type=int, default=0, help="seed of target-model init and augmentation")
+    parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="run the networks at H x W (frames resized, INTER_AREA); masks are written and "
+                             "scored at the original size (probabilities upsampled, then labelled). Default: each "
+                             "frame at its own size, as the official code")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--resize-mask", action="store_true",
                         help="nearest-resize a mask whose size differs from the frames' (else an error)")
@@ -161,7 +165,8 @@ def segment_video(video: CustomVideo, args, out_dir: Path) -> Dict[str, object]:
     backbone = FeatureExtractor(model.ftext, args.pretrained)
     if args.pretrained == "none":
         print("backbone: RANDOM weights (--pretrained none); the masks are not meaningful")
-    tracker = Tracker(model, backbone, TrackerConfig(policy, seed=args.seed, amp=args.amp), device)
+    tracker = Tracker(model, backbone, TrackerConfig(policy, seed=args.seed, amp=args.amp, size=args.size),
+                      device)
 
     seq = video.sequence
     masks_dir = out_dir / "masks"
@@ -187,7 +192,8 @@ def segment_video(video: CustomVideo, args, out_dir: Path) -> Dict[str, object]:
     height, width = seq.image_size()
     return {
         "video": str(video.source), "mask": video.mask.how, "objects": list(seq.object_ids),
-        "size": [height, width], "model": str(args.model), "backbone": model.ftext, "pretrained": args.pretrained,
+        "size": [height, width], "network_size": list(args.size) if args.size else [height, width],
+        "model": str(args.model), "backbone": model.ftext, "pretrained": args.pretrained,
         "device": str(device), "policy": policy.label(), "tau": policy.tau, **measured,
         "reused_object_frames": stats.reused_object_frames, "tracked_object_frames": stats.tracked_object_frames,
         "paths": {obj: o["paths"] for obj, o in record["objects"].items()},

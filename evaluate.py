@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(init 5,10,10,10; update 5) or the full one (init 5,10,10,10,10; update 10)")
     model.add_argument("--amp", choices=["bf16"], default=None, help="bf16 autocast for the networks")
     model.add_argument("--seed", type=int, default=0, help="seed of target-model init and augmentation")
+    model.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                       help="run the networks at H x W (frames resized, INTER_AREA); masks are written and "
+                            "scored at the original size (probabilities upsampled, then labelled). Default: each "
+                            "frame at its own size, as the official code")
     model.add_argument("--no-flops", action="store_true", help="do not measure FLOPs")
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     model.add_argument("--overwrite", action="store_true", help="recompute sequences finished earlier")
@@ -114,11 +118,11 @@ def model_mode(args) -> int:
     scored = args.dset in SCORED_DATASETS
     setup = {"model": Path(args.model).name, "backbone": model.ftext, "pretrained": args.pretrained,
              "device": str(device), "threads": torch.get_num_threads() if device.type == "cpu" else None,
-             "tm_iters": args.tm_iters, "amp": args.amp}
+             "tm_iters": args.tm_iters, "amp": args.amp, "size": list(args.size) if args.size else None}
     runs = []
     for tau in taus:
         policy = PolicyConfig(args.policy, tau, args.TH2, args.every_k)
-        tracker = Tracker(model, backbone, TrackerConfig(policy, target, args.seed, args.amp), device,
+        tracker = Tracker(model, backbone, TrackerConfig(policy, target, args.seed, args.amp, size=args.size), device,
                           count_flops=not args.no_flops)
         spec = RunSpec(args.dset, policy.label(), tau, out_dir, scored,
                        submission_zip=args.dset in ("yt2018val", "yt2018valAll"), overwrite=args.overwrite)

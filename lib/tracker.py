@@ -37,8 +37,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Mapping, Optional, Tuple
 from typing import Sequence as Seq
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from dataset.sequence import Sequence
@@ -66,6 +68,10 @@ class TrackerConfig:
             (e.g. CUDA with AMP; on a 2-core CPU it measured within noise of the default). Results
             equal the default layout's up to float rounding (~1e-7), not bit for bit. The tracker
             converts the networks given to it in place.
+        size: (H, W) to run the networks at, or None for each frame's own size (the official behaviour).
+            Frames are resized with INTER_AREA (as the training frames), given masks with INTER_NEAREST; the
+            object probabilities are upsampled bilinearly to the frame's size and merged there, so the labels
+            come at the original resolution.
     """
 
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -73,10 +79,15 @@ class TrackerConfig:
     seed: int = 0
     amp: Optional[str] = None
     channels_last: bool = False
+    size: Optional[Tuple[int, int]] = None
 
     def __post_init__(self):
         if self.amp not in (None, "bf16"):
             raise ConfigError(f"--amp must be bf16 or absent, got {self.amp!r}")
+        if self.size is not None:
+            if len(self.size) != 2 or min(int(s) for s in self.size) < 32:
+                raise ConfigError(f"--size must be two sizes H W of at least 32 pixels, got {self.size}")
+            object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
 
 
 @dataclass
@@ -414,6 +425,11 @@ class Tracker:
 
         Returns (labels (H, W) uint8 object ids, seconds spent initialising objects).
         """
+        original = image_np.shape[:2]
+        resized = self.config.size is not None and tuple(self.config.size) != tuple(original)
+        if resized:
+            image_np = self._resize(image_np, cv2.INTER_AREA)
+            gt = None if gt is None else self._resize(gt, cv2.INTER_NEAREST)
         image = self._to_tensor(image_np)
         image_size = image.shape[-2:]
         size_key = tuple(image_size)
@@ -425,18 +441,37 @@ class Tracker:
                 start = time.perf_counter()
                 self.deep_features(feats, image_size)
                 for obj_id in new_ids:
+                    mask = seq.start_mask(obj_id)
+                    if resized:
+                        mask = self._resize(mask.astype(np.uint8), cv2.INTER_NEAREST)
                     with self.flops.count("object_init", size_key):
-                        objects[obj_id] = self.init_object(obj_id, index, image, seq.start_mask(obj_id), feats)
+                        objects[obj_id] = self.init_object(obj_id, index, image, mask, feats)
                     if gt is not None:
                         objects[obj_id].last_compute_gt = gt == obj_id
                 self._sync()
                 init_seconds = time.perf_counter() - start
 
             if not objects:
-                return np.zeros(image_np.shape[:2], np.uint8), init_seconds
-            out = self.track_objects(index, feats, objects, image_size, gt).labels
+                return np.zeros(original, np.uint8), init_seconds
+            result = self.track_objects(index, feats, objects, image_size, gt)
+            out = result.labels if not resized else self._labels_at(result.probs, original)
         self._sync()
         return out.cpu().numpy(), init_seconds
+
+    def _resize(self, array: np.ndarray, interpolation: int) -> np.ndarray:
+        """An (h, w[, 3]) array resized to ``config.size``."""
+        height, width = self.config.size
+        return cv2.resize(array, (width, height), interpolation=interpolation)
+
+    @staticmethod
+    def _labels_at(probs: Dict[int, Tensor], size: Seq[int]) -> Tensor:
+        """Object ids at ``size``: each object's probability upsampled bilinearly, then soft aggregation."""
+        ids = sorted(probs)
+        stacked = torch.stack([probs[i] for i in ids])[:, None].float()
+        up = F.interpolate(stacked, size=tuple(size), mode="bilinear", align_corners=False)[:, 0].clamp(0, 1)
+        labels, _ = soft_aggregate(up)
+        lut = torch.tensor([0] + ids, dtype=torch.uint8, device=labels.device)
+        return lut[labels]
 
     def run_sequence(self, seq: Sequence, on_frame: Optional[Callable[[FrameOutput], None]] = None,
                      ) -> SequenceStats:

@@ -172,6 +172,18 @@ def test_synthetic_youtubevos_jjval_is_scored(checkpoint, ytvos_root, tmp_path):
     assert counts["0"] == scored > 0 and sum(counts.values()) == scored
 
 
+def test_reduced_network_size_writes_and_scores_the_original_size(checkpoint, ytvos_root, tmp_path):
+    """--size H W: networks at H x W, masks written and scored at the videos' own 48 x 80, size recorded."""
+    out = tmp_path / "small"
+    evaluate("--dset", "yt2018jjval", "--ytvos-root", ytvos_root, "--split-list", ytvos_root / "jjval.txt",
+             "--model", checkpoint, "--TH", "0.7", "--size", "32", "48", "--out", out)
+    run = json.loads((out / "summary.json").read_text())["runs"][0]
+    assert run["setup"]["size"] == [32, 48] and 0 <= run["J&F-Mean"] <= 1
+    pngs = sorted(out.rglob("*.png"))
+    masks = [p for p in pngs if p.name != "tradeoff.png"]
+    assert masks and all(Image.open(p).size == (80, 48) for p in masks)
+
+
 def test_bad_flags_are_one_line(checkpoint, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--davis-root", str(SAMPLE), "--model",
                            str(checkpoint), "--pretrained", "none", "--policy", "fusion", "--TH", "0.7",

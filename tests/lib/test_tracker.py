@@ -160,3 +160,50 @@ def test_soft_aggregation_sums_to_one():
     assert torch.equal(labels, scores.argmax(0))
     one = torch.tensor([[[0.2, 0.5, 0.51, 0.9]]])
     assert soft_aggregate(one)[0].tolist() == [[0, 0, 1, 1]]  # one object: label iff p > 0.5
+
+
+def test_network_size_round_trip_to_the_original_resolution(networks, davis_seq, monkeypatch):
+    """TrackerConfig.size (evaluate.py / demo.py --size H W): the networks see H x W frames; the labels come at
+    the original size from the object probabilities upsampled bilinearly and merged there."""
+    import cv2
+    import torch.nn.functional as F
+
+    model, backbone = networks
+    tracker = Tracker(model, backbone, TrackerConfig(policy=PolicyConfig("gate", 0.7), size=(32, 48)))
+    seen, probs, init_masks = [], [], []
+    frame_features, track_objects, init_object = tracker.frame_features, tracker.track_objects, tracker.init_object
+    monkeypatch.setattr(tracker, "frame_features", lambda image: seen.append(tuple(image.shape)) or
+                        frame_features(image))
+
+    def spy_track(*args, **kwargs):
+        result = track_objects(*args, **kwargs)
+        probs.append({k: v.clone() for k, v in result.probs.items()})
+        return result
+
+    def spy_init(obj_id, index, image, mask, feats):
+        init_masks.append(mask)
+        return init_object(obj_id, index, image, mask, feats)
+
+    monkeypatch.setattr(tracker, "track_objects", spy_track)
+    monkeypatch.setattr(tracker, "init_object", spy_init)
+    outputs = []
+    tracker.run_sequence(davis_seq, on_frame=outputs.append)
+    height, width = davis_seq.image_size()
+    assert set(seen) == {(1, 3, 32, 48)}
+    start = davis_seq.start_mask(davis_seq.object_ids[0]).astype(np.uint8)
+    assert np.array_equal(init_masks[0], cv2.resize(start, (48, 32), interpolation=cv2.INTER_NEAREST))
+    for out, frame_probs in zip(outputs, probs):
+        assert out.labels.shape == (height, width)
+        ids = sorted(frame_probs)
+        up = F.interpolate(torch.stack([frame_probs[i] for i in ids])[:, None], (height, width), mode="bilinear",
+                           align_corners=False)[:, 0].clamp(0, 1)
+        labels, _ = soft_aggregate(up)
+        expected = np.array([0] + ids, dtype=np.uint8)[labels.numpy()]
+        np.testing.assert_array_equal(out.labels, expected)
+    # the native size is the default path, bit for bit
+    _, _, native = run(networks, davis_seq, PolicyConfig("gate", 0.7))
+    _, _, same = run(networks, davis_seq, PolicyConfig("gate", 0.7), size=(height, width))
+    for a, b in zip(native, same):
+        np.testing.assert_array_equal(a.labels, b.labels)
+    with pytest.raises(ConfigError, match="--size"):
+        TrackerConfig(size=(16, 48))
