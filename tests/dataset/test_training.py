@@ -440,7 +440,8 @@ def test_synthetic_generation_race_leaves_a_valid_tree(tmp_path, monkeypatch):
 
 
 def test_roots_and_names(tmp_path, monkeypatch):
-    assert TRAINING_DATASETS == ("dv2017", "ytvos2018", "all", "synthetic") and SAMPLINGS == ("temporal", "official")
+    assert TRAINING_DATASETS == ("dv2017", "dv2016", "ytvos2018", "all", "synthetic")
+    assert SAMPLINGS == ("temporal", "official")
     monkeypatch.delenv("DAVIS_ROOT", raising=False)
     monkeypatch.delenv("YTVOS_ROOT", raising=False)
     with pytest.raises(DatasetError, match="DAVIS root not found") as err:
@@ -452,8 +453,10 @@ def test_roots_and_names(tmp_path, monkeypatch):
         build_training_set("dv2017")
     with pytest.raises(ConfigError, match="YTVOS_ROOT"):
         build_training_set("ytvos2018")
-    with pytest.raises(ConfigError, match="unknown training dataset"):
+    with pytest.raises(ConfigError, match="DAVIS_ROOT"):
         build_training_set("dv2016")
+    with pytest.raises(ConfigError, match="unknown training dataset"):
+        build_training_set("dv2015")
     with pytest.raises(ConfigError, match="unknown sampling"):
         build_training_set("synthetic", synthetic_root=tmp_path / "s", sampling="sorted")
 
