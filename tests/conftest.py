@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from pathlib import Path
@@ -25,9 +26,19 @@ if os.environ.get("REUSE_VOS_TEST_MKLDNN", "1") == "0":
 OFFICIAL_FIXTURE_DIR = Path(os.environ.get("OFFICIAL_FIXTURE_DIR", Path(__file__).parent / "fixtures" / "official"))
 
 
-def backbone_mismatch_reason(meta: Dict) -> str:
+def content_sha256(state: Dict[str, torch.Tensor]) -> str:
+    """The fixtures' content hash of a state dict: for each key in sorted order, the key then the raw tensor bytes."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def backbone_mismatch_reason(meta: Dict, ftext: str = "resnet18") -> str:
     """Skip message for a test that needs the fixture's seeded random backbone, which this process did not draw."""
-    return (f"the fixture's backbone (torch.manual_seed({meta['backbone_seed']}) + torchvision {meta['ftext']}, "
+    ftext = meta.get("ftext", ftext)
+    return (f"the fixture's backbone (torch.manual_seed({meta['backbone_seed']}) + torchvision {ftext}, "
             f"content hash {meta['backbone_content_sha256'][:12]}...) differs from the one this process draws under "
             "that seed: the random draw depends on the torch build and on the CPU kernels (ATEN_CPU_CAPABILITY)")
 

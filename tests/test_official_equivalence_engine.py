@@ -17,7 +17,6 @@ Sizes come from the fixture (``inputs.pt`` ``__meta__`` and tensor shapes), the 
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path as FilePath
 from typing import Dict, List, Tuple
 
@@ -36,7 +35,7 @@ from models.backbone import FeatureExtractor
 from models.gfrtm import GFRTM, nearest_resize
 from models.refiner import bicubic_up2
 from models.target_model import OnlineTargetModel, TargetModel, TargetModelConfig, upsample_bilinear
-from tests.conftest import backbone_mismatch_reason
+from tests.conftest import backbone_mismatch_reason, content_sha256
 from tests.numerics import EPS32, U32, bilinear_weight_bound, gamma
 from tests.numerics import check as check_bound
 
@@ -69,21 +68,13 @@ def model(inputs, official_checkpoint) -> GFRTM:
     return net
 
 
-def _content_sha256(state: Dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(state[key].contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 @pytest.fixture(scope="module")
 def seeded_backbone(inputs) -> Tuple[FeatureExtractor, bool]:
     """The backbone drawn as the fixture's (seed from ``__meta__``) and whether it is the fixture's."""
     meta = inputs["__meta__"]
     torch.manual_seed(meta["backbone_seed"])
     backbone = FeatureExtractor(meta["ftext"], "none")
-    return backbone, _content_sha256(backbone.resnet.state_dict()) == meta["backbone_content_sha256"]
+    return backbone, content_sha256(backbone.resnet.state_dict()) == meta["backbone_content_sha256"]
 
 
 def image_size(inputs) -> Tuple[int, int]:

@@ -10,7 +10,6 @@ difference is collected and printed as a table at the end of the module (visible
 
 from __future__ import annotations
 
-import hashlib
 from typing import Dict, List, Tuple
 
 import pytest
@@ -21,7 +20,7 @@ from lib.checkpoint import build_model_from_checkpoint
 from models.backbone import FeatureExtractor
 from models.gfrtm import GFRTM, nearest_resize
 from models.refiner import resize
-from tests.conftest import backbone_mismatch_reason
+from tests.conftest import backbone_mismatch_reason, content_sha256
 from tests.numerics import check as check_bound
 
 ATOL_SCALE = 1e-5
@@ -176,19 +175,11 @@ def test_chained_modules_match_tracker_logits(model, inputs, outputs, image_size
     check("track_reuse_logits (chained)", reuse, outputs["track_reuse_logits"])
 
 
-def _content_sha256(state: Dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(state[key].contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def test_backbone_rebuilt_from_seed(inputs):
     meta = inputs["__meta__"]
     torch.manual_seed(meta["backbone_seed"])
     extractor = FeatureExtractor(meta["ftext"], "none")
-    if _content_sha256(extractor.resnet.state_dict()) != meta["backbone_content_sha256"]:
+    if content_sha256(extractor.resnet.state_dict()) != meta["backbone_content_sha256"]:
         pytest.skip(backbone_mismatch_reason(meta))
     with torch.no_grad():
         for frame in (0, 1):

@@ -18,7 +18,6 @@ difference applies (README "Training"; ``tests/fixtures/official/DIFFERENCES.md`
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 from lib.checkpoint import build_model_from_checkpoint
 from models.backbone import FeatureExtractor
 from models.target_model import TargetModelConfig
-from tests.conftest import OFFICIAL_FIXTURE_DIR
+from tests.conftest import OFFICIAL_FIXTURE_DIR, backbone_mismatch_reason, content_sha256
 from tests.numerics import U32, check, gamma
 from trainers.recurrent import RecurrentOptions, RecurrentTrainingModel
 from trainers.target_models import FirstFrameTargetModels
@@ -51,14 +50,6 @@ FRAME_TENSORS = ("gate_logits", "gate_prob", "prev_score", "delta", "trans_score
                  "carried_score", "logits", "prevX")
 INIT_TENSORS = ("label8", "template", "prev_score", "tm_score", "prevX")
 LOSSES = ("loss_seg", "loss_diff", "loss_gate", "loss")
-
-
-def _content_sha256(state: Dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(state[key].contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +74,8 @@ def backbone(step) -> FeatureExtractor:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(meta["backbone_seed"])
         extractor = FeatureExtractor(ftext, "none")
-    if _content_sha256(extractor.resnet.state_dict()) != meta["backbone_content_sha256"]:
-        pytest.skip(f"the fixture's backbone (torch.manual_seed({meta['backbone_seed']}), content hash "
-                    f"{meta['backbone_content_sha256'][:12]}...) differs from the one this process draws under that "
-                    "seed: the random draw depends on the torch build and on the CPU kernels (ATEN_CPU_CAPABILITY)")
+    if content_sha256(extractor.resnet.state_dict()) != meta["backbone_content_sha256"]:
+        pytest.skip(backbone_mismatch_reason(meta, ftext))
     return extractor
 
 

@@ -245,13 +245,12 @@ class RecurrentTrainingModel(nn.Module):
 
             prev_x = update_prev_x(prev_x, curr_x, gate, inverted=opts.official_quirks)
             if trace is not None:
-                trace.append({"gate_logits": gate_logits, "gate_prob": probs, "gate": hard, "prev_score": prev_score,
-                              "delta": delta, "trans_score": translated, "tm_score": score, "final_score": final,
-                              "carried_score": mixed, "logits": logits, "prevX": prev_x, "iou_target": iou,
-                              "loss_seg": seg, "loss_diff": dlt,
-                              "loss_gate": gate_term if gate_term is not None else torch.zeros(()),
-                              "loss": frame_loss})
-                trace[-1] = {k: v.detach() if torch.is_tensor(v) else torch.tensor(v) for k, v in trace[-1].items()}
+                frame = {"gate_logits": gate_logits, "gate_prob": probs, "gate": hard, "prev_score": prev_score,
+                         "delta": delta, "trans_score": translated, "tm_score": score, "final_score": final,
+                         "carried_score": mixed, "logits": logits, "prevX": prev_x, "iou_target": iou,
+                         "loss_seg": seg, "loss_diff": dlt, "loss_gate": gate_term if gate_term is not None else zero,
+                         "loss": frame_loss}
+                trace.append({k: v.detach() for k, v in frame.items()})
             prev_score = mixed
             prev_deep = deep
             prev_label = select(hard, prev_label, label)
