@@ -243,6 +243,25 @@ def _series(rows: Sequence[ReportRun]) -> Dict[str, List[ReportRun]]:
     return curves
 
 
+def label_offsets(xs: Sequence[float], ys: Sequence[float], near: float = 0.04) -> List[Tuple[int, int]]:
+    """Text offsets (points) for the labels of points (xs, ys): a label goes above its point unless an earlier
+    point lies within ``near`` of the axis spans (both axes), then it is stacked below or further out, so
+    nearby tau labels (e.g. 0.5 and 0.7 at almost the same point) never print on top of each other."""
+    span_x = (max(xs) - min(xs)) or 1.0
+    span_y = (max(ys) - min(ys)) or 1.0
+    offsets: List[Tuple[int, int]] = []
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        crowd = sum(1 for j in range(i) if abs(xs[j] - x) <= near * span_x and abs(ys[j] - y) <= near * span_y)
+        # 0 crowding points: above; 1: below; 2: higher above; 3: further below; ...
+        offsets.append((4, 4 + 11 * (crowd // 2)) if crowd % 2 == 0 else (4, -12 - 11 * (crowd // 2)))
+    return offsets
+
+
+def _annotate(ax, labels: Sequence[str], xs: Sequence[float], ys: Sequence[float]) -> None:
+    for label, x, y, offset in zip(labels, xs, ys, label_offsets(xs, ys)):
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=offset, fontsize=8)
+
+
 def plot_tradeoff(rows: Sequence[ReportRun]) -> Tuple[Optional[bytes], str]:
     """PNG bytes of the trade-off plot (or None) and a sentence for the report saying what it shows."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -262,8 +281,7 @@ def plot_tradeoff(rows: Sequence[ReportRun]) -> Tuple[Optional[bytes], str]:
                 xs = [float(r.run[key]) for r in pts]
                 ys = [100 * float(r.run["J&F-Mean"]) for r in pts]
                 ax.plot(xs, ys, marker="o", label=name)
-                for r, x, y in zip(pts, xs, ys):
-                    ax.annotate(r.point_label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+                _annotate(ax, [r.point_label for r in pts], xs, ys)
             ax.set_xlabel(xlabel)
             ax.set_ylabel("J&F (%)")
             ax.grid(True, alpha=0.3)
@@ -281,8 +299,7 @@ def plot_tradeoff(rows: Sequence[ReportRun]) -> Tuple[Optional[bytes], str]:
             xs = [float(r.run["reuse_rate"]) for r in pts]
             ys = [float(r.run["fps"]) for r in pts]
             ax.plot(xs, ys, marker="o", label=name)
-            for r, x, y in zip(pts, xs, ys):
-                ax.annotate(r.point_label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            _annotate(ax, [r.point_label for r in pts], xs, ys)
         ax.set_xlabel("reuse rate")
         ax.set_ylabel("FPS (whole run)")
         ax.set_title("FPS vs reuse rate (no ground truth: no J&F)")

@@ -192,3 +192,15 @@ def test_speedup_needs_a_tau_one_run_of_the_same_policy(tmp_path):
                                                          _run("copy", 1.0, 0.7, 3.0, 0.0)])
     rows = load_runs(folder)
     assert speedup(rows[0], rows) is None and speedup(rows[1], rows) == pytest.approx(1.0)
+
+
+def test_nearby_point_labels_are_stacked_apart():
+    """Labels of points within 4 % of the axis spans of each other get different offsets (tau 0.5 and 0.7 used
+    to print on top of each other); distant points keep the default offset above."""
+    from lib.report import label_offsets
+
+    xs, ys = [1.0, 1.01, 1.02, 5.0], [50.0, 50.1, 49.9, 80.0]
+    offsets = label_offsets(xs, ys)
+    assert offsets[0] == (4, 4) and offsets[3] == (4, 4)
+    assert len(set(offsets[:3])) == 3  # the three crowded labels all differ
+    assert offsets[1][1] < 0  # the second one goes below its point
