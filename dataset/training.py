@@ -472,16 +472,12 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
         sources.append(_davis_source("synthetic", root, rule=rule_for(SYNTHETIC_VISIBILITY),
                                      max_gap=max_gap or DEFAULT_MAX_GAP["davis"],
                                      epoch_repeats=synthetic_epoch_repeats, **common))
-    if dset in ("dv2017", "all"):
+    if dset in ("dv2017", "dv2016", "all"):
+        year = 2016 if dset == "dv2016" else 2017
+        # the original's per-sequence rule is for DAVIS 2017 objects; DAVIS 2016 keeps the general rule
+        rule = OFFICIAL_DAVIS_VISIBILITY if official and year == 2017 else DAVIS_VISIBILITY
         root = resolve_root(None if davis_root is None else str(davis_root), "DAVIS_ROOT", "DAVIS")
-        sources.append(_davis_source("dv2017", root,
-                                     rule=rule_for(OFFICIAL_DAVIS_VISIBILITY if official else DAVIS_VISIBILITY),
-                                     max_gap=max_gap or DEFAULT_MAX_GAP["davis"],
-                                     epoch_repeats=davis_epoch_repeats, **common))
-    if dset == "dv2016":
-        # the general DAVIS rule in both modes: the original's per-sequence rule is for DAVIS 2017 objects
-        root = resolve_root(None if davis_root is None else str(davis_root), "DAVIS_ROOT", "DAVIS")
-        sources.append(_davis_source("dv2016", root, rule=rule_for(DAVIS_VISIBILITY), year=2016,
+        sources.append(_davis_source(f"dv{year}", root, rule=rule_for(rule), year=year,
                                      max_gap=max_gap or DEFAULT_MAX_GAP["davis"],
                                      epoch_repeats=davis_epoch_repeats, **common))
     if dset in ("ytvos2018", "all"):

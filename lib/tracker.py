@@ -397,16 +397,13 @@ class Tracker:
                     probs[obj_id] = probs[obj_id] * keep
                 probs.update(new)
 
-            ids = sorted(probs)
-            labels, merged = soft_aggregate(torch.stack([probs[i] for i in ids]))
-            merged_by_id = {obj_id: merged[k] for k, obj_id in enumerate(ids, start=1)}
-            for obj_id in ids:
+            labels, merged_by_id = aggregate_objects(probs)
+            for obj_id in merged_by_id:
                 obj = objects[obj_id]
                 obj.prev_prob = probs[obj_id]
                 if obj.learns and obj.paths.get(index) is Path.COMPUTE:
                     self._update_target(obj.target, merged_by_id[obj_id], size_key)
-            lut = torch.tensor([0] + ids, dtype=torch.uint8, device=labels.device)
-            return FrameResult(lut[labels], logits, probs, merged_by_id)
+            return FrameResult(labels, logits, probs, merged_by_id)
 
     def _update_target(self, target: OnlineTargetModel, merged: Tensor, size_key: tuple) -> None:
         """Store the last applied frame with its merged soft mask (H, W); CG every train_skipping frames."""
@@ -466,12 +463,9 @@ class Tracker:
     @staticmethod
     def _labels_at(probs: Dict[int, Tensor], size: Seq[int]) -> Tensor:
         """Object ids at ``size``: each object's probability upsampled bilinearly, then soft aggregation."""
-        ids = sorted(probs)
-        stacked = torch.stack([probs[i] for i in ids])[:, None].float()
-        up = F.interpolate(stacked, size=tuple(size), mode="bilinear", align_corners=False)[:, 0].clamp(0, 1)
-        labels, _ = soft_aggregate(up)
-        lut = torch.tensor([0] + ids, dtype=torch.uint8, device=labels.device)
-        return lut[labels]
+        up = {obj_id: F.interpolate(p[None, None].float(), size=tuple(size), mode="bilinear",
+                                    align_corners=False)[0, 0] for obj_id, p in probs.items()}
+        return aggregate_objects(up)[0]
 
     def run_sequence(self, seq: Sequence, on_frame: Optional[Callable[[FrameOutput], None]] = None,
                      ) -> SequenceStats:
@@ -501,6 +495,14 @@ class Tracker:
                                      {o: s.paths[index] for o, s in objects.items() if index in s.paths},
                                      {o: s.p_reuse[index] for o, s in objects.items() if index in s.p_reuse}))
         return SequenceStats(seq.name, len(seq), total, init_total, tracked_frames, tracking, objects)
+
+
+def aggregate_objects(probs: Dict[int, Tensor]) -> Tuple[Tensor, Dict[int, Tensor]]:
+    """Soft aggregation of per-object probabilities (H, W) by id: (H, W) uint8 object ids, merged mask by id."""
+    ids = sorted(probs)
+    labels, merged = soft_aggregate(torch.stack([probs[i] for i in ids]))
+    lut = torch.tensor([0] + ids, dtype=torch.uint8, device=labels.device)
+    return lut[labels], {obj_id: merged[k] for k, obj_id in enumerate(ids, start=1)}
 
 
 def _iou(a: np.ndarray, b: Optional[np.ndarray]) -> float:
