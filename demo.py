@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from dataset.custom import CustomVideo, open_custom_video
-from lib.cli import resolve_device, run_cli
+from lib.cli import SHIPPED_MODEL, add_model_flags, resolve_device, run_cli
 from lib.errors import ConfigError
 from lib.io import atomic_path, atomic_write_json, davis_palette, write_index_png
 from lib.policies import POLICIES, PolicyConfig
@@ -50,15 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video", required=True, metavar="FILE|DIR", help="video file or folder of frames")
     parser.add_argument("--mask", required=True, metavar="PNG", help="mask of the first frame (object ids)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--model", metavar="PATH", default=None,
-                        help="G-FRTM checkpoint (project, official or FRTM format); required")
-    parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="allow loading official training checkpoints that pickle Python objects")
-    parser.add_argument("--ftext", choices=["resnet18", "resnet101"], default=None,
-                        help="backbone (default: detected from the checkpoint)")
-    parser.add_argument("--pretrained", default="imagenet", metavar="imagenet|none|PATH",
-                        help="backbone weights: ImageNet from the TORCH_HOME cache (default), random ('none', "
-                             "meaningless masks), or a torchvision-format state dict file")
+    add_model_flags(parser, model_help="G-FRTM checkpoint (project, official or FRTM format); default: the shipped "
+                                       "weights/gfrtm_rn18_dv2016_cpu.pth")
     parser.add_argument("--TH", "--tau", dest="tau", type=float, default=0.7, metavar="TAU",
                         help="reuse threshold: reuse iff P_gate > tau (1 never reuses)")
     parser.add_argument("--policy", choices=DEMO_POLICIES, default="gate", help="reuse policy (see README)")
@@ -67,10 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dev", default=None, help="device, e.g. cpu or cuda:0 (default: cuda:0 if available)")
     parser.add_argument("--amp", choices=["bf16"], default=None, help="bf16 autocast for the networks")
     parser.add_argument("--seed", type=int, default=0, help="seed of target-model init and augmentation")
-    parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                        help="run the networks at H x W (frames resized, INTER_AREA); masks are written and "
-                             "scored at the original size (probabilities upsampled, then labelled). Default: each "
-                             "frame at its own size, as the official code")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--resize-mask", action="store_true",
                         help="nearest-resize a mask whose size differs from the frames' (else an error)")
@@ -152,20 +141,17 @@ class OverlayWriter:
 
 def segment_video(video: CustomVideo, args, out_dir: Path) -> Dict[str, object]:
     """Track ``video`` with the model of ``args``; writes masks and overlays; returns summary.json's content."""
-    from lib.checkpoint import build_model_from_checkpoint
+    from lib.checkpoint import load_inference_model
     from lib.evaluation import sequence_record, speed_and_reuse
     from lib.tracker import FrameOutput, Tracker, TrackerConfig
-    from models.backbone import FeatureExtractor
 
     device = resolve_device(args.dev)
     policy = PolicyConfig(args.policy, args.tau, args.TH2, args.every_k)
-    model, report = build_model_from_checkpoint(args.model, trust=args.trust_checkpoint, ftext=args.ftext,
-                                                device=device)
-    print(report)
-    backbone = FeatureExtractor(model.ftext, args.pretrained)
-    if args.pretrained == "none":
-        print("backbone: RANDOM weights (--pretrained none); the masks are not meaningful")
-    tracker = Tracker(model, backbone, TrackerConfig(policy, seed=args.seed, amp=args.amp, size=args.size),
+    loaded = load_inference_model(args.model, trust=args.trust_checkpoint, ftext=args.ftext,
+                                  pretrained=args.pretrained, size=args.size, device=device)
+    print("\n".join(loaded.messages))
+    model, backbone, size = loaded.model, loaded.backbone, loaded.size
+    tracker = Tracker(model, backbone, TrackerConfig(policy, seed=args.seed, amp=args.amp, size=size),
                       device)
 
     seq = video.sequence
@@ -192,8 +178,8 @@ def segment_video(video: CustomVideo, args, out_dir: Path) -> Dict[str, object]:
     height, width = seq.image_size()
     return {
         "video": str(video.source), "mask": video.mask.how, "objects": list(seq.object_ids),
-        "size": [height, width], "network_size": list(args.size) if args.size else [height, width],
-        "model": str(args.model), "backbone": model.ftext, "pretrained": args.pretrained,
+        "size": [height, width], "network_size": list(size) if size else [height, width],
+        "model": str(args.model), "backbone": model.ftext, "pretrained": loaded.pretrained,
         "device": str(device), "policy": policy.label(), "tau": policy.tau, **measured,
         "reused_object_frames": stats.reused_object_frames, "tracked_object_frames": stats.tracked_object_frames,
         "paths": {obj: o["paths"] for obj, o in record["objects"].items()},
@@ -203,8 +189,10 @@ def segment_video(video: CustomVideo, args, out_dir: Path) -> Dict[str, object]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.model:
-        raise ConfigError("--model PATH is required: no weights ship with this project. Use an official G-FRTM "
-                          "checkpoint (with --trust-checkpoint) or one trained with train.py")
+        if not SHIPPED_MODEL.is_file():
+            raise ConfigError(f"--model PATH is required: the shipped model {SHIPPED_MODEL} is missing (a checkout "
+                              "without it?). Use a checkpoint trained with train.py or an official one")
+        args.model = str(SHIPPED_MODEL)
     if args.fps is not None and args.fps <= 0:
         raise ConfigError(f"--fps must be positive, got {args.fps}")
     if args.threads:

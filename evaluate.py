@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import torch
 
 from dataset.registry import EVAL_DATASETS, SCORED_DATASETS, open_eval_dataset
-from lib.cli import add_dataset_root_flags, parse_sequence_list, resolve_device, run_cli
+from lib.cli import add_dataset_root_flags, add_model_flags, parse_sequence_list, resolve_device, run_cli
 from lib.errors import ConfigError
 from lib.policies import POLICIES, PolicyConfig
 from lib.report import write_report
@@ -49,15 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="processes used for scoring")
 
     model = parser.add_argument_group("running the model")
-    model.add_argument("--model", metavar="PATH", help="G-FRTM checkpoint (project, official or FRTM format)")
-    model.add_argument("--trust-checkpoint", action="store_true",
-                       help="allow loading official training checkpoints that pickle Python objects "
-                            "(only for files from a trusted source)")
-    model.add_argument("--ftext", choices=["resnet18", "resnet101"], default=None,
-                       help="backbone (default: detected from the checkpoint)")
-    model.add_argument("--pretrained", default="imagenet", metavar="imagenet|none|PATH",
-                       help="backbone weights: torchvision's ImageNet weights from the TORCH_HOME cache, "
-                            "random ('none'), or a torchvision-format state dict file")
+    add_model_flags(model, model_help="G-FRTM checkpoint (project, official or FRTM format; e.g. the shipped "
+                                      "weights/gfrtm_rn18_dv2016_cpu.pth)")
     model.add_argument("--dev", default=None, help="device, e.g. cpu or cuda:0 (default: cuda:0 if available)")
     model.add_argument("--TH", "--tau", dest="taus", type=float, nargs="+", default=[0.7], metavar="TAU",
                        help="reuse thresholds: reuse iff P_gate > tau; several values give several runs")
@@ -69,10 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
                             "(init 5,10,10,10; update 5) or the full one (init 5,10,10,10,10; update 10)")
     model.add_argument("--amp", choices=["bf16"], default=None, help="bf16 autocast for the networks")
     model.add_argument("--seed", type=int, default=0, help="seed of target-model init and augmentation")
-    model.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                       help="run the networks at H x W (frames resized, INTER_AREA); masks are written and "
-                            "scored at the original size (probabilities upsampled, then labelled). Default: each "
-                            "frame at its own size, as the official code")
     model.add_argument("--no-flops", action="store_true", help="do not measure FLOPs")
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     model.add_argument("--overwrite", action="store_true", help="recompute sequences finished earlier")
@@ -95,10 +84,9 @@ def score_mode(args) -> int:
 
 
 def model_mode(args) -> int:
-    from lib.checkpoint import build_model_from_checkpoint
+    from lib.checkpoint import load_inference_model
     from lib.evaluation import RunSpec, check_thresholds, format_runs, run_dataset
     from lib.tracker import Tracker, TrackerConfig
-    from models.backbone import FeatureExtractor
     from models.target_model import TargetModelConfig
 
     if args.threads:
@@ -107,22 +95,20 @@ def model_mode(args) -> int:
     taus = check_thresholds(args.taus, args.policy)
     dataset = open_eval_dataset(args.dset, args.davis_root, args.ytvos_root, args.sequences, args.split_list)
     sequences = list(dataset)
-    model, report = build_model_from_checkpoint(args.model, trust=args.trust_checkpoint, ftext=args.ftext,
-                                                device=device)
-    print(report)
-    backbone = FeatureExtractor(model.ftext, args.pretrained)
-    if args.pretrained == "none":
-        print("backbone: RANDOM weights (--pretrained none); results are not meaningful accuracy figures")
+    loaded = load_inference_model(args.model, trust=args.trust_checkpoint, ftext=args.ftext,
+                                  pretrained=args.pretrained, size=args.size, device=device)
+    print("\n".join(loaded.messages))
+    model, backbone, size = loaded.model, loaded.backbone, loaded.size
     target = TargetModelConfig.eval_fast() if args.tm_iters == "fast" else TargetModelConfig.eval_full()
     out_dir = Path(args.out or f"results/{args.dset}-{Path(args.model).stem}-{args.policy}")
     scored = args.dset in SCORED_DATASETS
-    setup = {"model": Path(args.model).name, "backbone": model.ftext, "pretrained": args.pretrained,
+    setup = {"model": Path(args.model).name, "backbone": model.ftext, "pretrained": loaded.pretrained,
              "device": str(device), "threads": torch.get_num_threads() if device.type == "cpu" else None,
-             "tm_iters": args.tm_iters, "amp": args.amp, "size": list(args.size) if args.size else None}
+             "tm_iters": args.tm_iters, "amp": args.amp, "size": list(size) if size else None}
     runs = []
     for tau in taus:
         policy = PolicyConfig(args.policy, tau, args.TH2, args.every_k)
-        tracker = Tracker(model, backbone, TrackerConfig(policy, target, args.seed, args.amp, size=args.size), device,
+        tracker = Tracker(model, backbone, TrackerConfig(policy, target, args.seed, args.amp, size=size), device,
                           count_flops=not args.no_flops)
         spec = RunSpec(args.dset, policy.label(), tau, out_dir, scored,
                        submission_zip=args.dset in ("yt2018val", "yt2018valAll"), overwrite=args.overwrite)

@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from lib.cli import add_dataset_root_flags, resolve_device, run_cli
+from lib.cli import add_dataset_root_flags, read_holdout, resolve_device, run_cli
 from trainers.config import DEFAULT_NAME, FTEXTS, GATE_LOSSES, SAMPLINGS, TMCACHE_MODES, TrainConfig
 
 DSETS = ("dv2017", "dv2016", "ytvos2018", "yt2018", "all", "synthetic")
@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where --dset synthetic generates/reads its videos (default runs/<name>/synthetic)")
     data.add_argument("--synthetic-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                       help="frame size the synthetic videos are generated at (default 240 432)")
+    data.add_argument("--holdout", default=None, metavar="FILE|a,b|none",
+                      help="DAVIS train sequences left out of training, kept for validation (a file with one "
+                           "name per line, or a comma-separated list; e.g. dataset/splits/"
+                           "davis2016_train_holdout.txt); default: none")
     data.add_argument("--split-list", default=None, metavar="FILE",
                       help="YouTube-VOS training video list (default: the shipped jjtrain list)")
     data.add_argument("--data-cache", default="", metavar="DIR",
@@ -77,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--epochs", type=int, default=260)
     optim.add_argument("--batch-size", type=int, default=8, help="samples per step (per process)")
     optim.add_argument("--lr", type=float, default=5e-4)
+    optim.add_argument("--lr-step", type=int, default=127, metavar="EPOCHS",
+                       help="StepLR: multiply the learning rate by --lr-gamma every EPOCHS epochs (default 127)")
+    optim.add_argument("--lr-gamma", type=float, default=0.1, help="StepLR factor (default 0.1)")
     optim.add_argument("--max-iters-per-epoch", type=int, default=None, metavar="N",
                        help="cut every epoch after N iterations (smoke runs)")
     optim.add_argument("--m1", type=float, default=1.0, help="final margin m1 of the gate target (Eq. 4)")
@@ -113,8 +120,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         tensorboard=args.tensorboard, tmcache=args.tmcache, tmcache_mode=args.tmcache_mode,
         davis_root=args.davis_root, ytvos_root=args.ytvos_root, synthetic_root=args.synthetic_root,
         synthetic_size=tuple(args.synthetic_size) if args.synthetic_size else None, split_list=args.split_list,
-        data_cache=args.data_cache, resume=args.resume, amp=args.amp, workers=args.workers, seed=args.seed,
-        lr=args.lr, max_iters_per_epoch=args.max_iters_per_epoch)
+        holdout=read_holdout(args.holdout), data_cache=args.data_cache, resume=args.resume, amp=args.amp,
+        workers=args.workers, seed=args.seed,
+        lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma, max_iters_per_epoch=args.max_iters_per_epoch)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -18,12 +18,13 @@ from lib.errors import ConfigError
 EVAL_DATASETS = {
     # key: (family, split)
     "dv2016val": ("davis2016", "val"),
+    "dv2016train": ("davis2016", "train"),  # e.g. train sequences held out of training (--sequences)
     "dv2017val": ("davis2017", "val"),
     "yt2018jjval": ("ytvos", "jjval"),
     "yt2018val": ("ytvos", "valid"),
     "yt2018valAll": ("ytvos", "valid_all"),
 }
-SCORED_DATASETS = ("dv2016val", "dv2017val", "yt2018jjval")
+SCORED_DATASETS = ("dv2016val", "dv2016train", "dv2017val", "yt2018jjval")
 
 
 def resolve_root(flag_value: Optional[str], env_var: str, what: str) -> str:

@@ -400,9 +400,16 @@ def prepare_synthetic_davis(root: PathLike, *, size: Tuple[int, int] = SYNTHETIC
 
 
 def _davis_source(name: str, root: PathLike, *, rule: VisibilityRule, max_gap: int, epoch_repeats: int,
-                  year: int = 2017, **common) -> TrainingSource:
+                  year: int = 2017, exclude: Tuple[str, ...] = (), **common) -> TrainingSource:
     reader = DAVISDataset(root, year=year, split="train")
-    sequences = [reader.sequence(n) for n in reader.names]
+    unknown = sorted(set(exclude) - set(reader.names))
+    if unknown:
+        raise DatasetError(f"held-out sequences {unknown} are not in the DAVIS {year} train split",
+                           reader.root / "ImageSets" / str(year) / "train.txt")
+    names = [n for n in reader.names if n not in exclude]
+    if not names:
+        raise ConfigError(f"every sequence of the DAVIS {year} train split is held out")
+    sequences = [reader.sequence(n) for n in names]
     return _source(name, sequences, reader.root, rule=rule, max_gap=max_gap, always_area=True,
                    epoch_repeats=epoch_repeats, **common)
 
@@ -418,7 +425,8 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
                        synthetic_size: Tuple[int, int] = SYNTHETIC_SIZE, synthetic_seed: int = 0,
                        synthetic_videos: int = SYNTHETIC_TRAIN_VIDEOS,
                        synthetic_epoch_repeats: int = SYNTHETIC_EPOCH_REPEATS,
-                       workers: Optional[int] = None, official: bool = False) -> TrainingSet:
+                       workers: Optional[int] = None, official: bool = False,
+                       holdout: Tuple[str, ...] = ()) -> TrainingSet:
     """The training set ``dset`` (one of :data:`TRAINING_DATASETS`, or ``yt2018``).
 
     Args:
@@ -447,6 +455,7 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
         workers: threads counting pixels for the visibility cache.
         official: ``--official-quirks``: the original's bilinear frame resize and, for DAVIS 2017, its
             per-sequence visibility rule (:data:`dataset.visibility.OFFICIAL_DAVIS_VISIBILITY`).
+        holdout: DAVIS train sequences left out of training (kept for validation); each must be in the split.
     """
     dset = DATASET_ALIASES.get(dset, dset)
     if dset not in TRAINING_DATASETS:
@@ -479,7 +488,7 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
         root = resolve_root(None if davis_root is None else str(davis_root), "DAVIS_ROOT", "DAVIS")
         sources.append(_davis_source(f"dv{year}", root, rule=rule_for(rule), year=year,
                                      max_gap=max_gap or DEFAULT_MAX_GAP["davis"],
-                                     epoch_repeats=davis_epoch_repeats, **common))
+                                     epoch_repeats=davis_epoch_repeats, exclude=tuple(holdout), **common))
     if dset in ("ytvos2018", "all"):
         root = resolve_root(None if ytvos_root is None else str(ytvos_root), "YTVOS_ROOT", "YouTube-VOS")
         reader = YouTubeVOSDataset(root, split="jjtrain", split_list=split_list)

@@ -14,6 +14,9 @@ Accepted files (all hold the 189-key G-FRTM state dict of :class:`models.gfrtm.G
 
 Command line: ``python -m lib.checkpoint convert OFFICIAL.pth OUT.pth [--trust-checkpoint]`` writes the
 project format (model weights only; optimizer, scheduler and stats are dropped).
+``python -m lib.checkpoint bundle TRAINED.pth OUT.pth --backbone RESNET.pth --size H W`` writes one
+self-contained model file (the G-FRTM weights, the backbone in float16 and the inference size it was
+trained at) that ``evaluate.py`` / ``demo.py`` use with ``--model OUT.pth`` alone.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ StateDict = Dict[str, Tensor]
 PROJECT_FORMAT = "reuse-vos"
 FORMAT_VERSION = 1
 OFFICIAL_MODULES = ("lib", "model", "__main__")
+BACKBONE_KEY = "backbone_weights"
 TRUST_HINT = "pass --trust-checkpoint (trust=True) only for files from a trusted source"
 # First bytes of a legacy (pre-zip) torch.save file: pickle protocol 2, then the magic number as a long.
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
@@ -249,6 +253,22 @@ def module_names(keys: Sequence[str]) -> List[str]:
     return list(names)
 
 
+def _model_from_state(state: StateDict, info: CheckpointInfo, ftext: Optional[str]) -> Tuple[GFRTM, str]:
+    if ftext is not None and ftext != info.ftext:
+        raise ConfigError(f"{info.path}: the checkpoint is for {info.ftext}, but {ftext} was requested")
+    model = GFRTM(info.ftext)
+    if info.kind == "gfrtm":
+        model.load_state_dict(state, strict=True)
+        report = f"loaded G-FRTM {info.ftext} weights ({info.num_keys} keys) from {info.path}"
+    else:
+        model.load_state_dict(state, strict=False)
+        untouched = [k for k in model.state_dict() if k not in state]
+        report = (f"initialised the refiner from FRTM {info.ftext} checkpoint {info.path} ({info.num_keys} "
+                  f"keys); at default initialisation: {', '.join(module_names(untouched))} "
+                  f"({len(untouched)} keys)")
+    return model, report
+
+
 def build_model_from_checkpoint(path: PathLike, trust: bool = False, ftext: Optional[str] = None,
                                 device: Union[str, torch.device] = "cpu") -> Tuple[GFRTM, str]:
     """Build a :class:`GFRTM` for the checkpoint's backbone and load its weights.
@@ -266,19 +286,117 @@ def build_model_from_checkpoint(path: PathLike, trust: bool = False, ftext: Opti
         The model in eval mode on ``device``, and a one-line report of what was loaded.
     """
     state, info = load_model_weights(path, trust)
-    if ftext is not None and ftext != info.ftext:
-        raise ConfigError(f"{info.path}: the checkpoint is for {info.ftext}, but {ftext} was requested")
-    model = GFRTM(info.ftext)
-    if info.kind == "gfrtm":
-        model.load_state_dict(state, strict=True)
-        report = f"loaded G-FRTM {info.ftext} weights ({info.num_keys} keys) from {info.path}"
-    else:
-        model.load_state_dict(state, strict=False)
-        untouched = [k for k in model.state_dict() if k not in state]
-        report = (f"initialised the refiner from FRTM {info.ftext} checkpoint {info.path} ({info.num_keys} "
-                  f"keys); at default initialisation: {', '.join(module_names(untouched))} "
-                  f"({len(untouched)} keys)")
+    model, report = _model_from_state(state, info, ftext)
     return model.to(device).eval(), report
+
+
+RANDOM_BACKBONE_WARNING = ("backbone: RANDOM weights (--pretrained none): masks and scores are not meaningful "
+                           "accuracy figures")
+
+
+@dataclass
+class InferenceModel:
+    """What :func:`load_inference_model` builds: the networks and the settings the checkpoint asks for.
+
+    Attributes:
+        model: the G-FRTM modules in eval mode on the device.
+        backbone: the frozen feature extractor (on CPU; the tracker moves it).
+        pretrained: where the backbone weights came from: ``embedded`` (the checkpoint's own), ``imagenet``,
+            ``none`` or a file path.
+        size: (H, W) the networks run at, or None for each frame's own size.
+        messages: lines to show the user (what was loaded, warnings).
+    """
+
+    model: GFRTM
+    backbone: Any
+    pretrained: str
+    size: Optional[Tuple[int, int]]
+    messages: List[str]
+
+
+def _checkpoint_size(info: CheckpointInfo) -> Optional[Tuple[int, int]]:
+    value = info.extra.get("size")
+    if value is None:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and v >= 32 for v in value)):
+        raise CheckpointError(f"the recorded inference size {value!r} is not [H, W] with H, W >= 32", info.path)
+    return int(value[0]), int(value[1])
+
+
+def load_inference_model(path: PathLike, *, trust: bool = False, ftext: Optional[str] = None,
+                         pretrained: Optional[str] = None, size: Optional[Sequence[int]] = None,
+                         device: Union[str, torch.device] = "cpu") -> InferenceModel:
+    """The checkpoint's G-FRTM, its backbone and its inference size, with explicit choices overriding.
+
+    Args:
+        path: checkpoint file (see :func:`load_model_weights`); a bundle written by :func:`bundle` also
+            carries its backbone weights and the size it was trained at.
+        trust: allow a full unpickling of official training checkpoints.
+        ftext: expected backbone (None: the detected one).
+        pretrained: backbone weights, ``imagenet``, ``none``, ``embedded`` or a torchvision state-dict file;
+            None: the checkpoint's embedded backbone when it has one, else ``imagenet``.
+        size: (H, W) to run the networks at; None: the checkpoint's recorded size, else each frame's own.
+        device: where the G-FRTM modules are placed.
+    """
+    from models.backbone import FeatureExtractor
+
+    state, info = load_model_weights(path, trust)
+    model, report = _model_from_state(state, info, ftext)
+    messages = [report]
+    embedded = info.extra.get(BACKBONE_KEY)
+    if pretrained is None:
+        pretrained = "embedded" if embedded is not None else "imagenet"
+    if pretrained == "embedded":
+        if embedded is None:
+            raise ConfigError(f"{info.path}: --pretrained embedded, but the checkpoint has no backbone weights")
+        backbone = FeatureExtractor(model.ftext, embedded)
+        source = info.extra.get("backbone_source")
+        messages.append(f"backbone: the checkpoint's own {model.ftext} weights"
+                        + (f" (from {source})" if isinstance(source, str) else ""))
+    else:
+        backbone = FeatureExtractor(model.ftext, pretrained)
+        if pretrained == "none":
+            messages.append(RANDOM_BACKBONE_WARNING)
+        if embedded is not None:
+            messages.append(f"note: --pretrained {pretrained} replaces the backbone weights stored in {info.path}")
+    recorded = _checkpoint_size(info)
+    chosen = tuple(int(v) for v in size) if size is not None else recorded
+    if chosen is not None and size is None:
+        messages.append(f"inference size {chosen[0]}x{chosen[1]}, as the checkpoint records (--size overrides)")
+    return InferenceModel(model.to(device).eval(), backbone, pretrained, chosen, messages)
+
+
+def bundle(model_path: PathLike, out: PathLike, *, backbone: Optional[PathLike] = None,
+           size: Optional[Sequence[int]] = None, card: Optional[Mapping[str, Any]] = None,
+           backbone_dtype: torch.dtype = torch.float16) -> Path:
+    """Write a self-contained model file: G-FRTM weights, the backbone (float16), the inference size.
+
+    The result is a project-format file (loads with weights_only) that :func:`load_inference_model` reads
+    with no further flags. Training state (optimizer, scheduler) is dropped; name, epoch, config and stats
+    are kept. ``card`` is plain data stored as ``card`` (data, command, wall time, scores ...).
+    """
+    from models.backbone import FeatureExtractor
+
+    state, info = load_model_weights(model_path)
+    if info.kind != "gfrtm":
+        raise CheckpointError("bundle needs a full G-FRTM checkpoint, not an FRTM refiner", info.path)
+    extra: Dict[str, Any] = {"ftext": info.ftext}
+    extra.update({k: info.extra[k] for k in ("name", "epoch", "config", "stats") if k in info.extra})
+    if backbone is not None:
+        backbone = Path(backbone)
+        net = FeatureExtractor(info.ftext, str(backbone))  # validates the file against the architecture
+        extra[BACKBONE_KEY] = {k: (v.to(backbone_dtype) if v.is_floating_point() else v).clone()
+                               for k, v in net.resnet.state_dict().items()}
+        extra["backbone_source"] = backbone.name
+    if size is not None:
+        if len(size) != 2 or min(size) < 32:
+            raise ConfigError(f"--size H W must both be >= 32, got {list(size)}")
+        extra["size"] = [int(v) for v in size]
+    if card:
+        extra["card"] = dict(card)
+    _write_project_file(out, state, extra)
+    return Path(out)
 
 
 _PLAIN_TYPES = (type(None), bool, int, float, str, Tensor)
@@ -335,7 +453,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     conv.add_argument("dst", help="output .pth (project format, loads with weights_only=True)")
     conv.add_argument("--trust-checkpoint", action="store_true",
                       help="allow unpickling Python objects (official 'stats'); only for trusted files")
+    bun = sub.add_parser("bundle", help="one self-contained model file: G-FRTM + backbone (float16) + size")
+    bun.add_argument("src", help="G-FRTM checkpoint (e.g. a training checkpoint)")
+    bun.add_argument("dst", help="output .pth")
+    bun.add_argument("--backbone", metavar="PATH", default=None, help="torchvision-format ResNet state dict to embed")
+    bun.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="inference size to record")
+    bun.add_argument("--card", metavar="JSON", default=None, help="JSON file of model-card facts to store")
     args = parser.parse_args(argv)
+    if args.command == "bundle":
+        try:
+            card = None
+            if args.card:
+                import json
+                card = json.loads(Path(args.card).read_text())
+            out = bundle(args.src, args.dst, backbone=args.backbone, size=args.size, card=card)
+        except ReuseVOSError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+        return 0
     try:
         info = convert(args.src, args.dst, trust=args.trust_checkpoint)
     except ReuseVOSError as err:

@@ -52,8 +52,12 @@ def imagenet_weights_file(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
 
 
-def _build_resnet(name: str, weights: str) -> torchvision.models.ResNet:
+def _build_resnet(name: str, weights) -> torchvision.models.ResNet:
     """A torchvision ResNet without ``avgpool``/``fc`` with the requested weights.
+
+    ``weights``: ``'none'``, ``'imagenet'``, a path to a torchvision-format state dict file, or such a
+    state dict itself (a mapping of tensors, any floating dtype: e.g. the float16 backbone a shipped
+    checkpoint embeds).
 
     ``imagenet`` goes through torchvision's weights API: the file in the TORCH_HOME hub cache, downloaded
     there first (with its hash checked) when it is missing and the machine is online.
@@ -81,9 +85,23 @@ def _build_resnet(name: str, weights: str) -> torchvision.models.ResNet:
             torch.manual_seed(RANDOM_BACKBONE_SEED)
             net = builder(weights=None)
     del net.avgpool, net.fc
-    if weights not in ("none", "imagenet"):
+    if isinstance(weights, Mapping):
+        _load_resnet_state(net, weights, "embedded backbone weights")
+    elif weights not in ("none", "imagenet"):
         _load_resnet_file(net, Path(weights))
     return net
+
+
+def _load_resnet_state(net: torchvision.models.ResNet, state: Mapping, where, path=None) -> None:
+    """Load a torchvision-format ResNet state dict (``fc.*`` ignored; cast to the network's dtypes)."""
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"{where}: not a state dict of tensors", path)
+    try:
+        net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=True)
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).strip().splitlines()]
+        raise CheckpointError(f"{where} do not match torchvision's architecture: " + " ".join(lines[:3]),
+                              path) from None
 
 
 def _load_resnet_file(net: torchvision.models.ResNet, path: Path) -> None:
@@ -98,12 +116,7 @@ def _load_resnet_file(net: torchvision.models.ResNet, path: Path) -> None:
                               "torchvision ResNet state dict saved with torch.save", path) from None
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError("backbone weights file is not a state dict of tensors", path)
-    try:
-        net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=True)
-    except RuntimeError as err:
-        lines = [line.strip() for line in str(err).strip().splitlines()]
-        raise CheckpointError("backbone weights do not match torchvision's architecture: "
-                              + " ".join(lines[:3]), path) from None
+    _load_resnet_state(net, state, "backbone weights", path)
 
 
 class FeatureExtractor(nn.Module):
@@ -115,16 +128,17 @@ class FeatureExtractor(nn.Module):
             ``torch.manual_seed(RANDOM_BACKBONE_SEED)``, whatever the global RNG state, which is left
             untouched; so training and evaluation with ``none`` use the same backbone),
             ``'imagenet'`` (``IMAGENET1K_V1`` through torchvision's weights API: the TORCH_HOME hub cache,
-            downloaded there when missing and online) or a path to a torchvision-format ResNet state dict file.
+            downloaded there when missing and online), a path to a torchvision-format ResNet state dict file,
+            or such a state dict (a mapping of tensors; float16 values are cast to the network's float32).
 
     The network is always in eval mode (BatchNorm uses running statistics, ``train()`` is a no-op) and
     no parameter requires a gradient. ``avgpool`` and ``fc`` are removed.
     """
 
-    def __init__(self, name: str = "resnet18", weights: str = "none"):
+    def __init__(self, name: str = "resnet18", weights="none"):
         if name not in _BUILDERS:
             raise ConfigError(f"unknown backbone {name!r}; choose one of {sorted(_BUILDERS)}")
-        net = _build_resnet(name, str(weights))
+        net = _build_resnet(name, weights if isinstance(weights, Mapping) else str(weights))
         super().__init__()
         for p in net.parameters():
             p.requires_grad_(False)

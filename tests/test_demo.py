@@ -124,7 +124,6 @@ def test_demo_errors_are_one_line(checkpoint, clip, tmp_path):
         return proc.stderr
 
     base = ["--pretrained", "none", "--dev", "cpu", "--out", tmp_path / "o"]
-    assert "--model PATH is required" in error("--video", clip / "clip.mp4", "--mask", clip / "mask.png", *base)
     model = ["--model", checkpoint]
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00" * 100)
@@ -137,3 +136,16 @@ def test_demo_errors_are_one_line(checkpoint, clip, tmp_path):
     write_index_png(tmp_path / "empty.png", np.zeros((H, W), np.uint8))
     assert "no object pixels" in error("--video", clip / "frames", "--mask", tmp_path / "empty.png", *model, *base)
     assert "oracle" in demo("--policy", "oracle", check=False).stderr  # not a choice: no ground truth here
+
+
+def test_demo_defaults_to_the_shipped_model(clip, tmp_path):
+    """No --model: the shipped model, with its own backbone and its recorded 240x432 inference size."""
+    out = tmp_path / "shipped"
+    proc = demo("--video", clip / "frames", "--mask", clip / "mask.png", "--dev", "cpu", "--max-frames", "4",
+                "--out", out)
+    assert "backbone: the checkpoint's own resnet18 weights" in proc.stdout
+    assert "inference size 240x432" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert Path(summary["model"]).name == "gfrtm_rn18_dv2016_cpu.pth"
+    assert summary["pretrained"] == "embedded" and summary["network_size"] == [240, 432]
+    assert summary["size"] == [H, W] and len(list((out / "masks").glob("*.png"))) == 4

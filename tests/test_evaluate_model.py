@@ -20,6 +20,7 @@ from models.gfrtm import GFRTM
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data/samples/davis2016-sample"
+SHIPPED_ROLLERBLADE_MIN = 0.55  # measured 0.695 when shipped (rollerblade is a training sequence)
 RUN_KEYS = ("tau", "policy", "J&F-Mean", "J-Mean", "F-Mean", "fps", "fps_tracking", "reuse_rate",
             "reuse_rate_official", "gflops_per_frame", "frames", "sequences")
 
@@ -192,3 +193,22 @@ def test_bad_flags_are_one_line(checkpoint, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--davis-root", str(SAMPLE), "--model",
                            str(tmp_path / "missing.pth")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "missing.pth" in proc.stderr
+
+
+def test_shipped_model_needs_only_its_path_and_scores_dv2016train(tmp_path):
+    """--model alone: the shipped bundle's backbone and 240x432 size; dv2016train scores train sequences (here
+    rollerblade, the bundled sample's one DAVIS 2016 train sequence, which the shipped model was trained on)."""
+    out = tmp_path / "shipped"
+    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--dset", "dv2016train", "--davis-root",
+                           str(SAMPLE), "--sequences", "rollerblade", "--model",
+                           str(ROOT / "weights/gfrtm_rn18_dv2016_cpu.pth"), "--dev", "cpu", "--TH", "1.0",
+                           "--no-flops", "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RANDOM" not in proc.stdout and "the checkpoint's own resnet18 weights" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    run = summary["runs"][0]
+    assert summary["dataset"] == "dv2016train" and run["setup"]["size"] == [240, 432]
+    assert run["setup"]["pretrained"] == "embedded" and run["frames"] == 35
+    assert run["J&F-Mean"] > SHIPPED_ROLLERBLADE_MIN, run["J&F-Mean"]
+    img = Image.open(out / "tau_1" / "rollerblade" / "00010.png")
+    assert img.size == (854, 480)

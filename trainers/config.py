@@ -50,6 +50,7 @@ class TrainConfig:
         davis_root, ytvos_root, synthetic_root: dataset roots (None: the environment / default).
         synthetic_size: (H, W) the synthetic videos are generated at (None: the generator's default).
         split_list: YouTube-VOS training video list (None: the shipped jjtrain list).
+        holdout: DAVIS train sequences left out of training (validation).
         data_cache: folder for the training set's object-visibility cache.
         resume: continue from the newest valid checkpoint in ``checkpoints``.
         amp: None or ``bf16`` (autocast for the networks; losses in float32).
@@ -87,6 +88,7 @@ class TrainConfig:
     synthetic_root: Optional[str] = None
     synthetic_size: Optional[Tuple[int, int]] = None
     split_list: Optional[str] = None
+    holdout: Tuple[str, ...] = ()
     data_cache: str = ""
     resume: bool = True
     amp: Optional[str] = None
@@ -101,6 +103,7 @@ class TrainConfig:
         run_dir = Path("runs") / self.name
         object.__setattr__(self, "dset", DSET_ALIASES.get(self.dset, self.dset))
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        object.__setattr__(self, "holdout", tuple(str(s) for s in self.holdout))
         if self.synthetic_size is not None:
             object.__setattr__(self, "synthetic_size", tuple(int(s) for s in self.synthetic_size))
         for attr, default in (("checkpoints", run_dir / "checkpoints"), ("tensorboard", run_dir / "tensorboard"),
@@ -166,6 +169,7 @@ class TrainConfig:
         """Plain JSON-able dict (``size`` as a list)."""
         out = dataclasses.asdict(self)
         out["size"] = list(self.size)
+        out["holdout"] = list(self.holdout)
         if self.synthetic_size is not None:
             out["synthetic_size"] = list(self.synthetic_size)
         return out
@@ -177,6 +181,9 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown training config keys: {', '.join(unknown)}")
+        values = dict(values)
+        if "holdout" in values:
+            values["holdout"] = tuple(values["holdout"])
         return cls(**values)
 
     def differences(self, other: Dict[str, Any]) -> Dict[str, Tuple[Any, Any]]:

@@ -476,3 +476,15 @@ def test_dv2016_trains_on_the_2016_train_split_with_objects_merged(tmp_path, mak
     assert two.object_ids == (1,)
     assert np.array_equal(item["labels"][0, 0].numpy(), expected)
     assert ds.sources[0].name == "dv2016" and ds.sources[0].epoch_repeats == training.DAVIS_EPOCH_REPEATS
+
+
+def test_dv2016_holdout_leaves_sequences_out(tmp_path, make_davis):
+    """--holdout: the named train sequences are not sampled; an unknown name or holding out all is an error."""
+    root = make_davis(tmp_path / "davis", seqs=(("two", 2, 6), ("one", 1, 5), ("val", 1, 5)), train=("two", "one"))
+    ds = build_training_set("dv2016", davis_root=root, seq_len=3, size=(48, 80), min_pixels=10, holdout=("two",))
+    names = {ds.sources[s].pairs[p].sequence.name for s, p in ds.samples}
+    assert names == {"one"}
+    with pytest.raises(DatasetError, match=r"held-out sequences \['val'\] are not in the DAVIS 2016 train split"):
+        build_training_set("dv2016", davis_root=root, seq_len=3, size=(48, 80), holdout=("val",))
+    with pytest.raises(ConfigError, match="every sequence of the DAVIS 2016 train split is held out"):
+        build_training_set("dv2016", davis_root=root, seq_len=3, size=(48, 80), holdout=("one", "two"))

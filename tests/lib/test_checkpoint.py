@@ -269,3 +269,60 @@ def test_ftext_mismatch(tmp_path):
     torch.save(GFRTM("resnet18").state_dict(), tmp_path / "rn18.pth")
     with pytest.raises(ConfigError, match="resnet101"):
         build_model_from_checkpoint(tmp_path / "rn18.pth", ftext="resnet101")
+
+
+def _backbone_file(path: Path) -> dict:
+    """A torchvision-format ResNet-18 state dict that differs from the random seed-0 draw."""
+    from models.backbone import FeatureExtractor
+
+    state = FeatureExtractor("resnet18", "none").resnet.state_dict()
+    torch.manual_seed(3)
+    state = {k: (v + 0.01 * torch.randn_like(v)) if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(state, path)
+    return state
+
+
+def test_bundle_embeds_backbone_and_size_and_loads_weights_only(tmp_path, capsys):
+    """A bundle needs no flag beyond the path: its backbone (float16) and inference size come with it."""
+    from lib.checkpoint import BACKBONE_KEY, RANDOM_BACKBONE_WARNING, load_inference_model
+
+    net = _model()
+    save_model(tmp_path / "trained.pth", net, name="run", epoch=3, optimizer={"state": {}}, config={"lr": 1e-3})
+    backbone = _backbone_file(tmp_path / "resnet.pth")
+    assert main(["bundle", str(tmp_path / "trained.pth"), str(tmp_path / "ship.pth"), "--backbone",
+                 str(tmp_path / "resnet.pth"), "--size", "240", "432"]) == 0
+    assert "ship.pth" in capsys.readouterr().out
+    raw = torch.load(tmp_path / "ship.pth", weights_only=True)
+    assert raw["size"] == [240, 432] and raw["epoch"] == 3 and raw["name"] == "run" and "optimizer" not in raw
+    assert raw["backbone_source"] == "resnet.pth"
+    assert all(v.dtype == torch.float16 for v in raw[BACKBONE_KEY].values() if v.is_floating_point())
+
+    loaded = load_inference_model(tmp_path / "ship.pth")
+    _assert_same_state(loaded.model.state_dict(), net.state_dict())
+    assert loaded.pretrained == "embedded" and loaded.size == (240, 432)
+    for key, value in loaded.backbone.resnet.state_dict().items():
+        if value.is_floating_point():
+            assert value.dtype == torch.float32
+            torch.testing.assert_close(value, backbone[key].half().float(), rtol=0, atol=0)
+    assert any("inference size 240x432" in m for m in loaded.messages)
+    # explicit choices override what the file records
+    other = load_inference_model(tmp_path / "ship.pth", pretrained="none", size=(120, 216))
+    assert other.pretrained == "none" and other.size == (120, 216)
+    assert RANDOM_BACKBONE_WARNING in other.messages and any("replaces the backbone" in m for m in other.messages)
+    # a plain checkpoint records neither: ImageNet by default (offline: the one-line error), native size
+    plain = load_inference_model(tmp_path / "trained.pth", pretrained="none")
+    assert plain.size is None
+    with pytest.raises(ConfigError, match="no backbone weights"):
+        load_inference_model(tmp_path / "trained.pth", pretrained="embedded")
+
+
+def test_bundle_refuses_a_wrong_backbone_and_bad_size(tmp_path):
+    from lib.checkpoint import bundle
+
+    save_model(tmp_path / "trained.pth", _model())
+    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="do not match torchvision's architecture"):
+        bundle(tmp_path / "trained.pth", tmp_path / "out.pth", backbone=tmp_path / "bad.pth")
+    with pytest.raises(ConfigError, match="--size H W must both be >= 32"):
+        bundle(tmp_path / "trained.pth", tmp_path / "out.pth", size=(16, 432))
+    assert not (tmp_path / "out.pth").exists()
