@@ -1,6 +1,6 @@
 """Segment any video from its first frame's mask with G-FRTM.
 
-    python demo.py --video clip.mp4 --mask first_mask.png --model weights/gfrtm_rn18.pth --out results/clip
+    python demo.py --video clip.mp4 --mask first_mask.png --out results/clip      # the shipped model
     python demo.py --video FRAME_DIR --mask first_mask.png --model PATH --TH 0.7 --dev cpu --out OUT
 
 The video is a file OpenCV decodes (mp4, avi, ...) or a folder of .jpg/.png frames (sorted by name,
@@ -14,9 +14,10 @@ values are object ids (several objects), or a binary 0/255 or 0/1 greyscale PNG 
     OUT/summary.json         FPS, reuse rate, GFLOPs/frame, the path taken per object and frame
     OUT/first_mask.png       the mask as read (object ids); OUT/frames/ the decoded frames of a video file
 
-and prints FPS and reuse rate (definitions as in evaluate.py). A model is required: no weights ship
-with the project (official G-FRTM checkpoints load with ``--trust-checkpoint``; train.py makes new
-ones). With ``--pretrained none`` (random backbone) the masks are meaningless: for testing only.
+and prints FPS and reuse rate (definitions as in evaluate.py). Without ``--model`` it uses the shipped
+model (``weights/gfrtm_rn18_dv2016_cpu.pth``, at the 240x432 size it records); official G-FRTM checkpoints
+load with ``--trust-checkpoint``, and train.py makes new ones. With ``--pretrained none`` (random backbone)
+the masks are meaningless: for testing only.
 """
 
 from __future__ import annotations
