@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from lib.cli import parse_sequence_list, run_cli
+from models.backbone import BACKBONES
 
 LAYERS = {"layer3": "stride 8", "layer4": "stride 16"}
 
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequences", type=parse_sequence_list, required=True, metavar="A,B")
     p.add_argument("--backbone", nargs="+", default=["none"], metavar="none|imagenet|PATH",
                    help="backbones to compare (--pretrained values)")
-    p.add_argument("--ftext", default="resnet18", choices=("resnet18", "resnet101"))
+    p.add_argument("--ftext", default="resnet18", choices=BACKBONES)
     p.add_argument("--size", type=int, nargs=2, default=(240, 432), metavar=("H", "W"))
     return p
 

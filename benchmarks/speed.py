@@ -55,7 +55,7 @@ from lib.flops import measure, path_flops
 from lib.io import atomic_write_json
 from lib.policies import PolicyConfig
 from lib.tracker import ObjectState, Tracker, TrackerConfig
-from models.backbone import FeatureExtractor
+from models.backbone import BACKBONES, FeatureExtractor
 from models.gfrtm import GFRTM
 
 GIGA = 1e-9
@@ -494,7 +494,7 @@ def format_table(result: Dict[str, object]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Time the G-FRTM modules and the compute/reuse path frames")
-    parser.add_argument("--ftext", default="resnet18", choices=["resnet18", "resnet101"])
+    parser.add_argument("--ftext", default="resnet18", choices=BACKBONES)
     parser.add_argument("--size", type=int, nargs=2, default=[480, 854], metavar=("H", "W"))
     parser.add_argument("--dev", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per measurement")

@@ -10,6 +10,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from lib.errors import ConfigError, ReuseVOSError
+from models.backbone import BACKBONES
 
 
 def add_dataset_root_flags(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +32,6 @@ def parse_sequence_list(value: Optional[str]) -> Optional[list]:
 
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "weights" / "gfrtm_rn18_dv2016_cpu.pth"
-BACKBONES = ("resnet18", "resnet101")
 
 
 def add_model_flags(group, *, model_help: str) -> None:

@@ -32,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lib.cli import run_cli
 from lib.errors import ConfigError
+from models.backbone import BACKBONES
 
 
 class FlopMeter:
@@ -181,7 +182,7 @@ def format_path_flops(result: Dict[str, object]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="GFLOPs of the G-FRTM full and reuse paths (one frame, one object)")
-    parser.add_argument("--ftext", default="resnet18", choices=["resnet18", "resnet101"])
+    parser.add_argument("--ftext", default="resnet18", choices=BACKBONES)
     parser.add_argument("--size", type=int, nargs=2, default=[480, 854], metavar=("H", "W"))
     parser.add_argument("--c-channels", type=int, default=96, help="target-model width (evaluation: 96)")
     parser.add_argument("--device", default="meta",

@@ -32,6 +32,8 @@ FEATURE_CHANNELS: Mapping[str, Mapping[str, int]] = {
     "resnet101": {"layer1": 64, "layer2": 256, "layer3": 512, "layer4": 1024, "layer5": 2048},
 }
 
+BACKBONES = tuple(FEATURE_CHANNELS)  # the one list of backbone names ("resnet18", "resnet101")
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_BACKBONE_SEED = 0  # --pretrained none: the seed-0 draw of torchvision's initialisation

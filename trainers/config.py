@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from lib.errors import ConfigError
+from models.backbone import BACKBONES
 
 DEFAULT_NAME = "All_RN18_m1000_b8seq6"
-FTEXTS = ("resnet18", "resnet101")
+FTEXTS = BACKBONES
 GATE_LOSSES = ("paper", "ngate")
 SAMPLINGS = ("temporal", "official")
 TMCACHE_MODES = ("readwrite", "readonly", "off")
