@@ -44,9 +44,10 @@ def probe(backbone, sequences, size, frames=(10, 20, 30, 40), ridge: float = 1.0
     for seq in sequences:
         feats, masks = [], []
         for index in (0, *[f for f in frames if f < len(seq)]):
-            image = cv2.resize(seq.image(index), (size[1], size[0]), interpolation=cv2.INTER_AREA)
-            label = seq.annotation(seq.frames[index], expected_size=seq.image(index).shape[:2])
-            masks.append(cv2.resize(((label > 0) & (label != 255)).astype(np.uint8), (size[1], size[0]),
+            frame = seq.image(index)
+            image = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+            label = seq.annotation(seq.frames[index], expected_size=frame.shape[:2])  # DAVIS 2016: merged, 0/1
+            masks.append(cv2.resize((label > 0).astype(np.uint8), (size[1], size[0]),
                                     interpolation=cv2.INTER_NEAREST))
             out = backbone(torch.from_numpy(image).permute(2, 0, 1)[None].float())
             feats.append({k: torch.nn.functional.normalize(out[k][0], dim=0) for k in LAYERS})

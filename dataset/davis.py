@@ -22,7 +22,7 @@ from typing import Sequence as Seq
 import numpy as np
 
 from dataset.sequence import Sequence
-from lib.errors import DatasetError
+from lib.errors import ConfigError, DatasetError
 from lib.io import read_index_png
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
@@ -119,6 +119,21 @@ class DAVISDataset:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def split_holdout(self, holdout: Seq[str]) -> Tuple[List[str], List[str]]:
+        """(kept, held out): this split's sequences without and with ``holdout`` (split order).
+
+        A held-out name that is not in the split is a :class:`DatasetError` naming the split file; holding
+        out every sequence is a :class:`ConfigError`.
+        """
+        unknown = sorted(set(holdout) - set(self.names))
+        if unknown:
+            raise DatasetError(f"held-out sequences {unknown} are not in the DAVIS {self.year} {self.split} split",
+                               self._split_path())
+        kept = [n for n in self.names if n not in holdout]
+        if not kept:
+            raise ConfigError(f"every sequence of the DAVIS {self.year} {self.split} split is held out")
+        return kept, [n for n in self.names if n in holdout]
 
     def __iter__(self):
         for name in self.names:

@@ -402,14 +402,7 @@ def prepare_synthetic_davis(root: PathLike, *, size: Tuple[int, int] = SYNTHETIC
 def _davis_source(name: str, root: PathLike, *, rule: VisibilityRule, max_gap: int, epoch_repeats: int,
                   year: int = 2017, exclude: Tuple[str, ...] = (), **common) -> TrainingSource:
     reader = DAVISDataset(root, year=year, split="train")
-    unknown = sorted(set(exclude) - set(reader.names))
-    if unknown:
-        raise DatasetError(f"held-out sequences {unknown} are not in the DAVIS {year} train split",
-                           reader.root / "ImageSets" / str(year) / "train.txt")
-    names = [n for n in reader.names if n not in exclude]
-    if not names:
-        raise ConfigError(f"every sequence of the DAVIS {year} train split is held out")
-    sequences = [reader.sequence(n) for n in names]
+    sequences = [reader.sequence(n) for n in reader.split_holdout(exclude)[0]]
     return _source(name, sequences, reader.root, rule=rule, max_gap=max_gap, always_area=True,
                    epoch_repeats=epoch_repeats, **common)
 

@@ -97,7 +97,7 @@ def _build_resnet(name: str, weights) -> torchvision.models.ResNet:
 def _load_resnet_state(net: torchvision.models.ResNet, state: Mapping, where, path=None) -> None:
     """Load a torchvision-format ResNet state dict (``fc.*`` ignored; cast to the network's dtypes)."""
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"{where}: not a state dict of tensors", path)
+        raise CheckpointError(f"{where} are not a state dict of tensors", path)
     try:
         net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=True)
     except RuntimeError as err:
@@ -116,8 +116,6 @@ def _load_resnet_file(net: torchvision.models.ResNet, path: Path) -> None:
     except Exception as err:
         raise CheckpointError(f"cannot read backbone weights ({err.__class__.__name__}); expected a "
                               "torchvision ResNet state dict saved with torch.save", path) from None
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError("backbone weights file is not a state dict of tensors", path)
     _load_resnet_state(net, state, "backbone weights", path)
 
 

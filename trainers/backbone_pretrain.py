@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -35,12 +34,11 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from lib.errors import ConfigError, DatasetError
+from lib.errors import ConfigError
 from lib.io import atomic_path, atomic_write_json
+from models.backbone import BACKBONES, FEATURE_CHANNELS, IMAGENET_MEAN, IMAGENET_STD
+from trainers.loop import seed_everything
 
-BACKBONE_BUILDERS = {"resnet18": torchvision.models.resnet18, "resnet101": torchvision.models.resnet101}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 STATE_FILE = "pretrain_state.pth"
 BACKBONE_FILE = "backbone.pth"
 BACKBONE_FP16_FILE = "backbone_fp16.pth"
@@ -83,8 +81,8 @@ class PretrainConfig:
     def __post_init__(self):
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
         object.__setattr__(self, "holdout", tuple(self.holdout))
-        if self.ftext not in BACKBONE_BUILDERS:
-            raise ConfigError(f"--ftext {self.ftext!r}: choose one of {', '.join(BACKBONE_BUILDERS)}")
+        if self.ftext not in BACKBONES:
+            raise ConfigError(f"--ftext {self.ftext!r}: choose one of {', '.join(BACKBONES)}")
         if len(self.size) != 2 or min(self.size) < 64:
             raise ConfigError(f"--size H W must both be >= 64, got {self.size}")
         for name, value in (("--batch-size", self.batch_size), ("--steps", self.steps),
@@ -121,7 +119,7 @@ def load_frames(davis_root: str, names: List[str], size: Tuple[int, int], every:
                 continue
             image = seq.image(i)
             label = seq.annotation(frame, expected_size=image.shape[:2])
-            mask = ((label > 0) & (label != 255)).astype(np.uint8)
+            mask = (label > 0).astype(np.uint8)  # DAVIS 2016: the objects are merged into 1
             images.append(cv2.resize(image, dsize, interpolation=cv2.INTER_AREA))
             masks.append(cv2.resize(mask, dsize, interpolation=cv2.INTER_NEAREST))
     log(f"loaded {len(images)} frames of {len(names)} sequences at {size[0]}x{size[1]}")
@@ -132,15 +130,7 @@ def split_names(davis_root: str, holdout: Tuple[str, ...]) -> Tuple[List[str], L
     """(training sequences, held-out sequences) of the root's DAVIS 2016 train split."""
     from dataset.davis import DAVISDataset
 
-    names = DAVISDataset(davis_root, year=2016, split="train").names
-    unknown = [h for h in holdout if h not in names]
-    if unknown:
-        raise DatasetError(f"held-out sequences {unknown} are not in the DAVIS 2016 train split",
-                           Path(davis_root) / "ImageSets" / "2016" / "train.txt")
-    train = [n for n in names if n not in holdout]
-    if not train:
-        raise ConfigError("every training sequence is held out")
-    return train, [n for n in names if n in holdout]
+    return DAVISDataset(davis_root, year=2016, split="train").split_holdout(holdout)
 
 
 def random_crop(image: np.ndarray, mask: np.ndarray, size: Tuple[int, int],
@@ -188,10 +178,11 @@ class FgBgSegmenter(nn.Module):
         super().__init__()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = BACKBONE_BUILDERS[ftext](weights=None)
+            net = getattr(torchvision.models, ftext)(weights=None)
         del net.avgpool, net.fc
         self.resnet = net
-        widths = {"resnet18": (128, 256, 512), "resnet101": (512, 1024, 2048)}[ftext]
+        # torchvision's layer2 / layer3 / layer4 are the project's layer3 / layer4 / layer5 (models.backbone)
+        widths = [FEATURE_CHANNELS[ftext][k] for k in ("layer3", "layer4", "layer5")]
         self.lateral = nn.ModuleList(nn.Conv2d(c, 64, 1) for c in widths)
         self.head = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(64, 1, 1))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
@@ -381,13 +372,7 @@ class BackbonePretrainer:
         return stats
 
 
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def run(config: PretrainConfig, log: Optional[Callable[[str], None]] = None) -> Dict[str, float]:
     """Pre-train with ``config`` (resuming) and export the backbone."""
-    seed_all(config.seed)
+    seed_everything(config.seed)
     return BackbonePretrainer(config, log=log or (lambda m: print(m, flush=True))).fit()

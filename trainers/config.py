@@ -182,9 +182,6 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown training config keys: {', '.join(unknown)}")
-        values = dict(values)
-        if "holdout" in values:
-            values["holdout"] = tuple(values["holdout"])
         return cls(**values)
 
     def differences(self, other: Dict[str, Any]) -> Dict[str, Tuple[Any, Any]]:

@@ -48,7 +48,7 @@ def test_split_names_and_errors(davis):
     assert split_names(str(davis), ("two",)) == (["one"], ["two"])
     with pytest.raises(DatasetError, match=r"\['val'\] are not in the DAVIS 2016 train split"):
         split_names(str(davis), ("val",))
-    with pytest.raises(ConfigError, match="every training sequence is held out"):
+    with pytest.raises(ConfigError, match="every sequence of the DAVIS 2016 train split is held out"):
         split_names(str(davis), ("one", "two"))
 
 
