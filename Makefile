@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.reuse-vos-installed
 
-.PHONY: install demo train-cpu test test-kernels lint clean-venv
+.PHONY: install demo train-cpu test test-fast test-kernels lint clean-venv
 
 install: $(STAMP)
 
@@ -29,7 +29,7 @@ demo: $(STAMP)
 		--model $(DEMO_MODEL) --dev cpu --TH 1.0 0.7 0.5 -1 --out results/$(DEMO_RUN)
 	$(PY) evaluate.py --dset dv2016val --davis-root $(DEMO_DAVIS) --sequences blackswan,car-shadow \
 		--model $(DEMO_MODEL) --dev cpu --policy every-k --every-k 3 --out results/$(DEMO_RUN)-every3
-	$(PY) -m lib.report results/$(DEMO_RUN) results/$(DEMO_RUN)-every3 --out results/$(DEMO_RUN)-compare
+	$(PY) -m lib.evaluation.report results/$(DEMO_RUN) results/$(DEMO_RUN)-every3 --out results/$(DEMO_RUN)-compare
 	$(PY) demo.py --video $(DEMO_DAVIS)/JPEGImages/480p/car-shadow \
 		--mask $(DEMO_DAVIS)/Annotations/480p/car-shadow/00000.png \
 		--model $(DEMO_MODEL) --dev cpu --TH 0.7 --out results/$(DEMO_RUN)/video-car-shadow
@@ -60,7 +60,7 @@ train-cpu: $(STAMP)
 		--steps $(CPU_STEPS) --size 240 432 --batch-size 8
 	$(CPU_TRAIN) --epochs 10 --m1 0.35 --marginEp 5
 	$(CPU_TRAIN) --epochs 14 --m1 0.75 --marginEp 14
-	$(PY) -m lib.checkpoint bundle runs/$(CPU_RUN)/checkpoints/$(CPU_RUN)_ep0014.pth $(CPU_MODEL) \
+	$(PY) -m lib.tools.checkpoint bundle runs/$(CPU_RUN)/checkpoints/$(CPU_RUN)_ep0014.pth $(CPU_MODEL) \
 		--backbone $(CPU_BACKBONE)/backbone.pth --size 240 432
 	$(PY) evaluate.py --dset dv2016train --davis-root $(TRAIN_DAVIS) --sequences $(shell paste -sd, $(HOLDOUT)) \
 		--model $(CPU_MODEL) --dev cpu --TH 1.0 0.7 --out results/$(CPU_RUN)-holdout
@@ -72,12 +72,14 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
+# The edit loop: everything but the tests marked slow (end-to-end runs, real subprocesses); about a minute.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
 # The numerically sensitive tests again under other CPUs' kernels (tests/numerics.py): PyTorch's AVX2 kernels and
 # oneDNN limited to AVX2 (what an AVX2-only machine runs), then PyTorch's scalar kernels, oneDNN SSE4.1 and oneDNN
 # off, 1 thread. Every float32 bound must hold on all of them.
-NUMERIC_TESTS = tests/models tests/lib/test_tracker.py tests/test_official_equivalence_engine.py \
-	tests/test_official_equivalence_modules.py tests/test_official_equivalence_target_model.py \
-	tests/test_official_equivalence_training.py tests/trainers/test_losses.py tests/trainers/test_recurrent.py
+NUMERIC_TESTS = tests/models tests/lib/engine tests/equivalence tests/trainers/test_losses.py tests/trainers/test_recurrent.py
 test-kernels: $(STAMP)
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -q $(NUMERIC_TESTS)
 	ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 REUSE_VOS_TEST_MKLDNN=0 OMP_NUM_THREADS=1 \

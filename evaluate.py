@@ -7,8 +7,8 @@ Run the model for one or more reuse thresholds tau (one run each, one command)::
 
 writes palette PNGs ``OUT/tau_<v>/<seq>/<frame>.png``, ``OUT/summary.json`` (J&F where ground truth
 exists, FPS, reuse rate, GFLOPs per frame, J against frames since the last computed frame), the
-trade-off report ``OUT/report.md`` + ``OUT/tradeoff.png`` (lib/report.py; merge several folders with
-``python -m lib.report A B --out DIR``) and prints a table per tau. Finished sequences are not
+trade-off report ``OUT/report.md`` + ``OUT/tradeoff.png`` (lib/evaluation/report.py; merge several folders with
+``python -m lib.evaluation.report A B --out DIR``) and prints a table per tau. Finished sequences are not
 recomputed when the command is run again (``--overwrite`` recomputes).
 
 Score any method's existing predictions (no model)::
@@ -25,12 +25,21 @@ from typing import Optional, Sequence
 
 import torch
 
-from dataset.registry import EVAL_DATASETS, SCORED_DATASETS, open_eval_dataset
-from lib.cli import add_dataset_root_flags, add_model_flags, parse_sequence_list, resolve_device, run_cli
-from lib.errors import ConfigError
-from lib.policies import POLICIES, PolicyConfig
-from lib.report import write_report
-from lib.summary import score_run, write_summary
+from base.errors import ConfigError
+from dataset.registry import EVAL_DATASETS, SCORED_DATASETS, SUBMISSION_DATASETS, open_eval_dataset
+from lib.engine.policies import add_policy_flags, policy_from_args, thresholds
+from lib.evaluation.report import write_report
+from lib.evaluation.summary import score_run, write_summary
+from lib.tools.cli import (
+    add_dataset_root_flags,
+    add_model_flags,
+    add_runtime_flags,
+    apply_threads,
+    load_model_from_args,
+    parse_sequence_list,
+    resolve_device,
+    run_cli,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,19 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("running the model")
     add_model_flags(model, model_help="G-FRTM checkpoint (project, official or FRTM format; e.g. the shipped "
                                       "weights/gfrtm_rn18_dv2016_cpu.pth)")
-    model.add_argument("--dev", default=None, help="device, e.g. cpu or cuda:0 (default: cuda:0 if available)")
     model.add_argument("--TH", "--tau", dest="taus", type=float, nargs="+", default=[0.7], metavar="TAU",
                        help="reuse thresholds: reuse iff P_gate > tau; several values give several runs")
-    model.add_argument("--policy", choices=POLICIES, default="gate", help="reuse policy (see README)")
-    model.add_argument("--TH2", type=float, default=None, help="copy threshold of --policy fusion (> tau)")
-    model.add_argument("--every-k", type=int, default=2, metavar="K", help="compute period of --policy every-k")
+    add_policy_flags(model)
     model.add_argument("--tm-iters", choices=["fast", "full"], default="fast",
                        help="target-model GN/CG iterations: the official evaluation's fast mode "
                             "(init 5,10,10,10; update 5) or the full one (init 5,10,10,10,10; update 10)")
-    model.add_argument("--amp", choices=["bf16"], default=None, help="bf16 autocast for the networks")
-    model.add_argument("--seed", type=int, default=0, help="seed of target-model init and augmentation")
     model.add_argument("--no-flops", action="store_true", help="do not measure FLOPs")
-    model.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_runtime_flags(model)
     model.add_argument("--overwrite", action="store_true", help="recompute sequences finished earlier")
     return parser
 
@@ -84,20 +88,17 @@ def score_mode(args) -> int:
 
 
 def model_mode(args) -> int:
-    from lib.checkpoint import load_inference_model
-    from lib.evaluation import RunSpec, check_thresholds, format_runs, run_dataset
-    from lib.tracker import Tracker, TrackerConfig
+    from lib.engine.core import EngineConfig, InferenceEngine
+    from lib.evaluation.run import RunSpec, format_runs, run_dataset
     from models.target_model import TargetModelConfig
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     device = resolve_device(args.dev)
-    taus = check_thresholds(args.taus, args.policy)
+    taus = thresholds(args.policy, args.taus)
+    policies = [policy_from_args(args, tau) for tau in taus]  # every setting checked before any work
     dataset = open_eval_dataset(args.dset, args.davis_root, args.ytvos_root, args.sequences, args.split_list)
     sequences = list(dataset)
-    loaded = load_inference_model(args.model, trust=args.trust_checkpoint, ftext=args.ftext,
-                                  pretrained=args.pretrained, size=args.size, device=device)
-    print("\n".join(loaded.messages))
+    loaded = load_model_from_args(args, device)
     model, backbone, size = loaded.model, loaded.backbone, loaded.size
     target = TargetModelConfig.eval_fast() if args.tm_iters == "fast" else TargetModelConfig.eval_full()
     out_dir = Path(args.out or f"results/{args.dset}-{Path(args.model).stem}-{args.policy}")
@@ -105,14 +106,13 @@ def model_mode(args) -> int:
     setup = {"model": Path(args.model).name, "backbone": model.ftext, "pretrained": loaded.pretrained,
              "device": str(device), "threads": torch.get_num_threads() if device.type == "cpu" else None,
              "tm_iters": args.tm_iters, "amp": args.amp, "size": list(size) if size else None}
+    engine = InferenceEngine(model, backbone, EngineConfig(target=target, seed=args.seed, amp=args.amp, size=size),
+                             device, count_flops=not args.no_flops)
     runs = []
-    for tau in taus:
-        policy = PolicyConfig(args.policy, tau, args.TH2, args.every_k)
-        tracker = Tracker(model, backbone, TrackerConfig(policy, target, args.seed, args.amp, size=size), device,
-                          count_flops=not args.no_flops)
-        spec = RunSpec(args.dset, policy.label(), tau, out_dir, scored,
-                       submission_zip=args.dset in ("yt2018val", "yt2018valAll"), overwrite=args.overwrite)
-        runs.append(run_dataset(tracker, sequences, spec))
+    for policy in policies:
+        spec = RunSpec(args.dset, policy.label(), policy.tau, out_dir, scored,
+                       submission_zip=args.dset in SUBMISSION_DATASETS, overwrite=args.overwrite)
+        runs.append(run_dataset(engine, policy, sequences, spec))
         runs[-1]["setup"] = setup
         print(format_runs(args.dset, runs[-1:]))
     path = write_summary(out_dir / "summary.json", args.dset, runs)

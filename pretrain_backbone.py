@@ -19,8 +19,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from lib.cli import read_holdout, run_cli
-from models.backbone import BACKBONES
+from lib.tools.cli import add_backbone_flags, read_holdout, run_cli
 
 DEFAULT_HOLDOUT = Path(__file__).resolve().parent / "dataset" / "splits" / "davis2016_train_holdout.txt"
 
@@ -31,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumes when it has a state file)")
     p.add_argument("--holdout", default=str(DEFAULT_HOLDOUT), metavar="FILE|a,b|none",
                    help="train-split sequences left out for validation (default: the shipped list)")
-    p.add_argument("--ftext", default="resnet18", choices=BACKBONES, help="backbone")
+    add_backbone_flags(p, ftext_default="resnet18", pretrained_choices=())
     p.add_argument("--size", type=int, nargs=2, default=(240, 432), metavar=("H", "W"), help="crop size")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=1200, help="optimiser steps in total")

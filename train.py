@@ -24,35 +24,37 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-import torch
+from dataset.registry import DATASET_ALIASES, TRAINING_DATASETS
+from lib.tools.checkpoint import RANDOM_BACKBONE_WARNING
+from lib.tools.cli import (
+    add_backbone_flags,
+    add_dataset_root_flags,
+    add_runtime_flags,
+    apply_threads,
+    read_holdout,
+    resolve_device,
+    run_cli,
+)
+from trainers.config import DEFAULT_NAME, GATE_LOSSES, SAMPLINGS, TMCACHE_MODES, TrainConfig
 
-from lib.cli import add_dataset_root_flags, read_holdout, resolve_device, run_cli
-from trainers.config import DEFAULT_NAME, FTEXTS, GATE_LOSSES, SAMPLINGS, TMCACHE_MODES, TrainConfig
-
-DSETS = ("dv2017", "dv2016", "ytvos2018", "yt2018", "all", "synthetic")
+DSETS = TRAINING_DATASETS + tuple(DATASET_ALIASES)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     run = parser.add_argument_group("run")
     run.add_argument("--name", default=DEFAULT_NAME, help="run name (folder names under runs/)")
-    run.add_argument("--ftext", default="resnet18", choices=FTEXTS, help="backbone")
-    run.add_argument("--dev", default=None,
-                     help="device: cpu, cuda or cuda:N (default cuda:0 if available, else cpu); under torchrun a "
-                          "CUDA device becomes cuda:LOCAL_RANK")
-    run.add_argument("--pretrained", default="imagenet", metavar="imagenet|none|PATH",
-                     help="backbone weights: torchvision's ImageNet weights from the TORCH_HOME cache, random "
-                          "('none'), or a torchvision-format state dict file")
+    add_backbone_flags(run, ftext_default="resnet18", pretrained_default="imagenet",
+                       pretrained_choices=("imagenet", "none", "PATH"), pretrained_note="Default: imagenet")
     run.add_argument("--initPth", "--init-pth", dest="init_pth", default="", metavar="PATH",
                      help="initialise from an FRTM (refiner) or G-FRTM checkpoint's matching weights")
     run.add_argument("--trust-checkpoint", action="store_true",
                      help="allow an official training checkpoint that pickles Python objects for --initPth")
     run.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                      help="continue from the newest valid checkpoint of this run (default: on)")
-    run.add_argument("--seed", type=int, default=0, help="seed of initialisation, sampling and target models")
-    run.add_argument("--amp", choices=["bf16"], default=None, help="bf16 autocast for the networks")
+    add_runtime_flags(run, seed_help="seed of initialisation, sampling and target models",
+                      dev_help="under torchrun a CUDA device becomes cuda:LOCAL_RANK")
     run.add_argument("--workers", type=int, default=4, help="data-loader worker processes")
-    run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
     data = parser.add_argument_group("data")
     data.add_argument("--dset", default="all", choices=DSETS,
@@ -131,8 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     ctx = setup_distributed(config.device)
     logging.basicConfig(level=logging.INFO if ctx.is_main else logging.WARNING, format="%(message)s",
                         stream=sys.stdout)
@@ -141,7 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"run {config.name}: checkpoints {config.checkpoints}, tensorboard {config.tensorboard}, "
                   f"target-model cache {config.tmcache} ({config.tmcache_mode})", flush=True)
             if config.pretrained == "none":
-                print("backbone: RANDOM weights (--pretrained none)", flush=True)
+                print(RANDOM_BACKBONE_WARNING, flush=True)
         trainer = Trainer(config, ctx, log=lambda m: print(m, flush=True))
         trainer.fit()
     finally:

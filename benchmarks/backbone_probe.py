@@ -21,8 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from lib.cli import parse_sequence_list, run_cli
-from models.backbone import BACKBONES
+from lib.tools.cli import add_backbone_flags, parse_sequence_list, run_cli
 
 LAYERS = {"layer3": "stride 8", "layer4": "stride 16"}
 
@@ -72,20 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequences", type=parse_sequence_list, required=True, metavar="A,B")
     p.add_argument("--backbone", nargs="+", default=["none"], metavar="none|imagenet|PATH",
                    help="backbones to compare (--pretrained values)")
-    p.add_argument("--ftext", default="resnet18", choices=BACKBONES)
+    add_backbone_flags(p, ftext_default="resnet18", pretrained_choices=())
     p.add_argument("--size", type=int, nargs=2, default=(240, 432), metavar=("H", "W"))
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from dataset.davis import DAVISDataset
-    from models.backbone import FeatureExtractor
+    from lib.tools.checkpoint import build_backbone
 
     args = build_parser().parse_args(argv)
     sequences = list(DAVISDataset(args.davis_root, year=2016, split=args.split, sequences=args.sequences))
     results = {}
     for weights in args.backbone:
-        results[weights] = probe(FeatureExtractor(args.ftext, weights), sequences, tuple(args.size))
+        results[weights] = probe(build_backbone(args.ftext, weights), sequences, tuple(args.size))
         row = results[weights]
         print(f"{weights}: layer3 (stride 8) {row['layer3']:.3f}, layer4 (stride 16) {row['layer4']:.3f}, "
               f"copy the first mask {row['copy']:.3f}", flush=True)

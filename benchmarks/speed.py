@@ -14,14 +14,14 @@ is timed, each after ``--warmup`` untimed runs, ``--repeats`` times (median, qua
   with the evaluation settings), refiner of the compute path (deep stages, shallow stages,
   upsampler), refiner of the reuse path (delta-generator, refine-translator, shallow stages,
   upsampler);
-* whole frames through the inference engine (:meth:`lib.tracker.Tracker.process_frame`, from the
+* whole frames through an inference session (:meth:`lib.engine.session.InferenceSession.step`, from the
   RGB array to the label map): a compute-path frame (tau = 1) without the CG update (7 of 8 computed
   frames), the compute-path frame that runs the CG update (every ``train_skipping``-th computed
   frame, memory as after the first 7 computed frames), and a reuse-path frame (tau = -1). Each timed
-  frame starts from the same object state, restored untimed.
+  frame starts from the same session state, cloned untimed (:meth:`InferenceSession.clone`).
 
 All measurements run round-robin, one of each per round, so that a change of background load hits
-them alike. The table gives every module's share of its path's frame time and FLOPs (lib.flops); the
+them alike. The table gives every module's share of its path's frame time and FLOPs (lib.tools.flops); the
 rest of a frame's time is the engine overhead row (merging, sigmoid, memory insertion, tensor
 conversions). The reuse/compute ratios are given for time and FLOPs. Peak memory of one frame per
 path: on the CPU the resident set size (``VmHWM`` of ``/proc/self/status``, reset through
@@ -35,7 +35,6 @@ other processes.
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import multiprocessing
 import re
@@ -48,14 +47,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from dataset.sequence import Sequence as VideoSequence
-from lib.cli import resolve_device, run_cli
-from lib.errors import ConfigError
-from lib.flops import measure, path_flops
-from lib.io import atomic_write_json
-from lib.policies import PolicyConfig
-from lib.tracker import ObjectState, Tracker, TrackerConfig
-from models.backbone import BACKBONES, FeatureExtractor
+from base.errors import ConfigError
+from base.io import atomic_write_json
+from lib.engine.core import EngineConfig, InferenceEngine, ObjectState
+from lib.engine.policies import PolicyConfig
+from lib.engine.session import InferenceSession
+from lib.tools.cli import add_backbone_flags, add_device_flag, apply_threads, resolve_device, run_cli
+from lib.tools.flops import measure, path_flops
+from models.backbone import FeatureExtractor
 from models.gfrtm import GFRTM
 
 GIGA = 1e-9
@@ -202,38 +201,32 @@ def synthetic_frames(height: int, width: int, seed: int = 0) -> Tuple[np.ndarray
     return frame0, frame1, mask.astype(np.uint8)
 
 
-def _state_copy(obj: ObjectState) -> ObjectState:
-    """An independent copy of an object's state (the target model and its memory deep-copied)."""
-    return dataclasses.replace(obj, target=copy.deepcopy(obj.target), paths={}, p_reuse={})
-
-
-def _two_frame_sequence(height: int, width: int) -> VideoSequence:
-    """A sequence description for ``process_frame`` on frame 1 (its files are never read: the frames are
-    passed in and the object is initialised on frame 0 directly)."""
-    frames = ("00000", "00001")
-    return VideoSequence(name="synthetic", frames=frames, image_files=tuple(Path(f"{f}.jpg") for f in frames),
-                         annotation_files={frames[0]: Path(f"{frames[0]}.png")}, object_ids=(1,),
-                         start_frames={1: frames[0]})
-
-
 # --- the benchmark ----------------------------------------------------------------------------
+
+
+COMPUTE_POLICY = PolicyConfig("gate", 1.0)  # P_gate > 1 never holds: every frame computes
+REUSE_POLICY = PolicyConfig("gate", -1.0)  # every frame reuses
 
 
 @dataclasses.dataclass
 class Scene:
-    """Networks, the two engines (tau = 1 and tau = -1), the frames and the initialised object."""
+    """The networks, the engine, the frames and the session right after the object's initialisation."""
 
     model: GFRTM
     backbone: FeatureExtractor
-    trackers: Dict[str, Tracker]  # "compute" (tau = 1), "reuse" (tau = -1)
+    engine: InferenceEngine
     frame1: np.ndarray
     mask0: np.ndarray
-    seq: VideoSequence
-    initial: ObjectState  # the object right after its initialisation on frame 0
+    initial: InferenceSession  # one object, initialised on frame 0; decides with COMPUTE_POLICY
 
-    def frame(self, path: str, state: ObjectState) -> np.ndarray:
-        """One engine frame (frame 1) on ``path`` from ``state`` (updated in place); the label map."""
-        return self.trackers[path].process_frame(self.seq, 1, self.frame1, {1: state})[0]
+    def session(self, path: str, start: Optional[InferenceSession] = None) -> InferenceSession:
+        """An independent copy of ``start`` (default: the initial session) that takes ``path`` on every frame."""
+        start = self.initial if start is None else start
+        return start.clone() if path == "compute" else start.clone(REUSE_POLICY)
+
+    def frame(self, session: InferenceSession) -> np.ndarray:
+        """The next frame (frame 1's image) in ``session``, which advances; the label map."""
+        return session.step(self.frame1).labels
 
 
 def build_scene(ftext: str, size: Tuple[int, int], device: torch.device, seed: int,
@@ -248,16 +241,12 @@ def build_scene(ftext: str, size: Tuple[int, int], device: torch.device, seed: i
     with torch.no_grad():
         model.refiner.project.conv2.bias.fill_(OUTPUT_BIAS)
     backbone = FeatureExtractor(ftext, "none")
-    trackers = {name: Tracker(model, backbone, TrackerConfig(policy=PolicyConfig("gate", tau), seed=seed,
-                                                             channels_last=channels_last), device, count_flops=False)
-                for name, tau in (("compute", 1.0), ("reuse", -1.0))}
+    engine = InferenceEngine(model, backbone, EngineConfig(seed=seed, channels_last=channels_last), device,
+                             count_flops=False)
     frame0, frame1, mask0 = synthetic_frames(height, width, seed)
-    tracker = trackers["compute"]
-    with torch.inference_mode():
-        image0 = tracker._to_tensor(frame0)
-        feats0 = tracker.deep_features(tracker.frame_features(image0), size)
-        initial = tracker.init_object(1, 0, image0, mask0, feats0)
-    return Scene(model, backbone, trackers, frame1, mask0, _two_frame_sequence(height, width), initial)
+    initial = engine.new_session(COMPUTE_POLICY, name="synthetic")
+    initial.step(frame0, {1: mask0})
+    return Scene(model, backbone, engine, frame1, mask0, initial)
 
 
 def _peak_rss_of_one_frame(ftext: str, size: Tuple[int, int], seed: int, threads: int, channels_last: bool,
@@ -265,8 +254,8 @@ def _peak_rss_of_one_frame(ftext: str, size: Tuple[int, int], seed: int, threads
     """In a fresh process: build the scene, then the peak RSS of the first frame on ``path``."""
     torch.set_num_threads(threads)
     scene = build_scene(ftext, size, torch.device("cpu"), seed, channels_last)
-    state = _state_copy(scene.initial)
-    return PeakMemory(torch.device("cpu")).measure(lambda: scene.frame(path, state))
+    session = scene.session(path)
+    return PeakMemory(torch.device("cpu")).measure(lambda: scene.frame(session))
 
 
 def peak_memory_per_path(ftext: str, size: Tuple[int, int], device: torch.device, seed: int, channels_last: bool,
@@ -276,7 +265,7 @@ def peak_memory_per_path(ftext: str, size: Tuple[int, int], device: torch.device
     reset in this process."""
     if device.type == "cuda":
         memory = PeakMemory(device)
-        return {path: memory.measure(lambda path=path: scene.frame(path, _state_copy(scene.initial)))
+        return {path: memory.measure(lambda path=path: scene.frame(scene.session(path)))
                 for path in ("compute", "reuse")}
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
@@ -295,33 +284,32 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     height, width = (int(s) for s in size)
     if min(height, width) < 32:
         raise ConfigError(f"--size must be at least 32x32, got {height}x{width}")
-    if threads is not None:
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     log("initialising the object (first-frame augmentation + GN/CG)")
     scene = build_scene(ftext, (height, width), dev, seed, channels_last)
-    model, backbone, trackers, initial = scene.model, scene.backbone, scene.trackers, scene.initial
-    frame1, mask0, seq = scene.frame1, scene.mask0, scene.seq
-    tracker = trackers["compute"]
-    train_skipping = tracker.config.target.train_skipping
+    model, backbone, engine, frame1, mask0 = scene.model, scene.backbone, scene.engine, scene.frame1, scene.mask0
+    initial = scene.initial.objects[1]  # the object right after its initialisation on frame 0
+    train_skipping = engine.config.target.train_skipping
     with torch.inference_mode():
-        image1 = tracker._to_tensor(frame1)
-        feats1 = tracker.deep_features(tracker.frame_features(image1), (height, width))
+        image1 = engine.frame_tensor(frame1)
+        feats1 = engine.deep_features(engine.frame_features(image1), (height, width))
 
-    # The state before the computed frame that runs CG: train_skipping - 2 computed frames after init
+    # The session before the computed frame that runs CG: train_skipping - 2 computed frames after init
     # (init's own apply counts as one, spec 6.3 item 18), run untimed.
-    before_cg = _state_copy(initial)
+    before_cg = scene.session("compute")
     for _ in range(train_skipping - 2):
-        tracker.process_frame(seq, 1, frame1, {1: before_cg})
-    assert (before_cg.target.frame_count + 1) % train_skipping == 0
-    assert before_cg.target.memory.current_size == initial.target.memory.current_size + train_skipping - 2, \
+        scene.frame(before_cg)
+    target = before_cg.objects[1].target
+    assert (target.frame_count + 1) % train_skipping == 0
+    assert target.memory.current_size == initial.target.memory.current_size + train_skipping - 2, \
         "the engine did not store the computed frames in the target model's memory"
-    memory_after_cg = before_cg.target.memory.current_size + 1
+    memory_after_cg = target.memory.current_size + 1
 
     with torch.inference_mode():
-        score = tracker._target_score(_state_copy(initial).target, feats1["layer4"])
+        score = engine.target_score(scene.session("compute").objects[1].target, feats1["layer4"])
         tpl_s = model.match(feats1["layer3"], initial.prev_score, initial.template)
         soft_mask = torch.from_numpy(mask0).to(dev).float()[None, None]
-    applied = _state_copy(initial).target  # apply() only counts frames and caches its projection
+    applied = scene.session("compute").objects[1].target  # apply() only counts frames and caches its projection
     size_hw = (height, width)
 
     def inference(fn: Callable[[], object]) -> Callable[[object], object]:
@@ -336,16 +324,16 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
                              feats1["layer3"], feats1["layer2"], size_hw)
 
     def applied_before_update() -> ObjectState:
-        state = _state_copy(before_cg)
-        tracker._target_score(state.target, feats1["layer4"])  # frame_count becomes a multiple of 8
+        state = before_cg.clone().objects[1]
+        engine.target_score(state.target, feats1["layer4"])  # frame_count becomes a multiple of 8
         return state
 
     def update(state: ObjectState) -> None:
         with torch.inference_mode(False):
             assert state.target.update(soft_mask.clone())
 
-    def frame(engine: Tracker, state: ObjectState) -> Job:
-        return (lambda obj: engine.process_frame(seq, 1, frame1, {1: obj})), (lambda: _state_copy(state))
+    def frame(path: str, start: Optional[InferenceSession] = None) -> Job:
+        return scene.frame, (lambda: scene.session(path, start))
 
     jobs: Dict[str, Job] = {
         "backbone_stride8": (inference(lambda: backbone.forward_f8(image1)), None),
@@ -353,26 +341,25 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
         "template_matching_gate": (inference(lambda: float(model.reuse_probability(
             model.gate_logits(model.match(feats1["layer3"], initial.prev_score, initial.template)).float())[0])),
             None),
-        "target_model_apply": (inference(lambda: tracker._target_score(applied, feats1["layer4"])), None),
+        "target_model_apply": (inference(lambda: engine.target_score(applied, feats1["layer4"])), None),
         "refiner_full": (inference(lambda: model.shallow(model.deep(score, feats1["layer5"], feats1["layer4"]),
                                                          score, feats1["layer3"], feats1["layer2"], size_hw)), None),
         "refiner_reuse": (inference(refine_reuse), None),
         "target_model_update": (update, applied_before_update),
-        "frame_compute": frame(trackers["compute"], initial),
-        "frame_reuse": frame(trackers["reuse"], initial),
-        "frame_compute_cg": frame(trackers["compute"], before_cg),
+        "frame_compute": frame("compute"),
+        "frame_reuse": frame("reuse"),
+        "frame_compute_cg": frame("compute", before_cg),
     }
     log(f"timing {len(jobs)} measurements round-robin, {warmup} + {repeats} rounds")
     timings = Stopwatch(dev, repeats, warmup).time_interleaved(jobs)
-    check = _state_copy(initial)
-    trackers["reuse"].process_frame(seq, 1, frame1, {1: check})
-    assert check.paths[1].reuses, "tau = -1 must reuse"
+    assert scene.session("reuse").step(frame1).paths[1].reuses, "tau = -1 must reuse"
+    assert not scene.session("compute").step(frame1).paths[1].reuses, "tau = 1 must compute"
 
     log("peak memory per path")
     peak = peak_memory_per_path(ftext, (height, width), dev, seed, channels_last, scene)
 
     log("counting FLOPs")
-    flops = path_flops(ftext, (height, width), tracker.config.target.c_channels)
+    flops = path_flops(ftext, (height, width), engine.config.target.c_channels)
     state = applied_before_update()
     flops_update = measure(update, state) * GIGA
     result = assemble(ftext, (height, width), dev, torch.get_num_threads(), repeats, warmup, timings, flops,
@@ -494,14 +481,14 @@ def format_table(result: Dict[str, object]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Time the G-FRTM modules and the compute/reuse path frames")
-    parser.add_argument("--ftext", default="resnet18", choices=BACKBONES)
+    add_backbone_flags(parser, ftext_default="resnet18", pretrained_choices=())
     parser.add_argument("--size", type=int, nargs=2, default=[480, 854], metavar=("H", "W"))
-    parser.add_argument("--dev", default="cpu", help="cpu or cuda[:N]")
+    add_device_flag(parser, default="cpu")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per measurement")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs before them")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and the scene")
-    parser.add_argument("--channels-last", action="store_true", help="TrackerConfig.channels_last (NHWC networks)")
+    parser.add_argument("--channels-last", action="store_true", help="EngineConfig.channels_last (NHWC networks)")
     parser.add_argument("--json", metavar="OUT", default=None, help="also write the result as JSON to OUT")
     args = parser.parse_args(argv)
     result = run_benchmark(args.ftext, args.size, args.dev, args.repeats, args.warmup, args.threads, args.seed,

@@ -1,9 +1,8 @@
-"""Any video with a first-frame mask, as a :class:`~dataset.sequence.Sequence` (for demo.py).
+"""Any video with a first-frame mask, read frame by frame (for demo.py and the library).
 
 The video is a file OpenCV can decode (mp4, avi, mov, ...) or a folder of frames (``.jpg``, ``.jpeg``,
-``.png``, ``.bmp``; sorted by name, numbers compared as numbers: ``f2`` before ``f10``). Decoded video
-frames are written, losslessly, to ``WORK_DIR/frames/00000.png ...`` so the tracker reads them like any
-dataset; a folder's frames are read where they are.
+``.png``, ``.bmp``; sorted by name, numbers compared as numbers: ``f2`` before ``f10``). Frames are decoded
+one at a time as they are used (:meth:`CustomVideo.frames`); nothing is written to disk.
 
 The first-frame mask gives the objects:
 
@@ -13,8 +12,6 @@ The first-frame mask gives the objects:
   :data:`MAX_GREY_ID` are id maps; anything else (e.g. anti-aliased 0..255) is thresholded at 128;
 * RGB(A) PNG: grey (R = G = B) is read as greyscale; black plus one colour is one object; more
   colours are refused (save a palette PNG with one id per object).
-
-The normalised mask (object ids, DAVIS palette) is written to ``WORK_DIR/first_mask.png``.
 """
 
 from __future__ import annotations
@@ -22,15 +19,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from dataset.sequence import Sequence
-from lib.errors import ConfigError, DatasetError
-from lib.io import atomic_write_bytes, image_size, write_index_png
+from base.errors import ConfigError, DatasetError
+from base.io import image_size, read_image_rgb
 
 PathLike = Union[str, Path]
 FRAME_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -55,12 +51,53 @@ class FirstMask:
 
 @dataclass(frozen=True)
 class CustomVideo:
-    """A custom video ready for the tracker: the sequence, its frame rate, and its mask."""
+    """A video with its first-frame mask.
 
-    sequence: Sequence
+    Attributes:
+        name: the file's stem or the folder's name.
+        source: the video file or frame folder.
+        fps: the file's frame rate (:data:`DEFAULT_FPS` for a folder or an unknown rate).
+        mask: the first frame's mask, fitted to the frame size.
+        size: (H, W) of the frames.
+        num_frames: frames to read (a folder: exact; a file: OpenCV's count, capped by ``max_frames``; the
+            stream may end earlier).
+        files: a folder's frame files (empty for a video file).
+        max_frames: read at most this many frames.
+    """
+
+    name: str
+    source: Path
     fps: float
     mask: FirstMask
-    source: Path
+    size: Tuple[int, int]
+    num_frames: int
+    files: Tuple[Path, ...] = ()
+    max_frames: Optional[int] = None
+
+    def frames(self) -> Iterator[Tuple[str, np.ndarray]]:
+        """(frame name, (H, W, 3) uint8 RGB) in order, decoded one at a time. A file's frames are named
+        ``00000``, ``00001``, ...; a folder's by their file stems. A frame of another size is an error."""
+        if self.files:
+            for path in self.files:
+                yield path.stem, self._checked(read_image_rgb(path), path)
+            return
+        capture = _open_capture(self.source)
+        try:
+            count = 0
+            while self.max_frames is None or count < self.max_frames:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                yield f"{count:05d}", self._checked(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), self.source)
+                count += 1
+        finally:
+            capture.release()
+
+    def _checked(self, image: np.ndarray, path: Path) -> np.ndarray:
+        if image.shape[:2] != self.size:
+            h, w = image.shape[:2]
+            raise DatasetError(f"frame is {w}x{h} (WxH) but the first frame is {self.size[1]}x{self.size[0]}", path)
+        return image
 
 
 def _natural_key(path: Path) -> Tuple[object, ...]:
@@ -82,38 +119,29 @@ def list_frame_files(folder: PathLike, max_frames: Optional[int] = None) -> List
     return files[:max_frames] if max_frames else files
 
 
-def extract_video_frames(video: PathLike, out_dir: PathLike, max_frames: Optional[int] = None
-                         ) -> Tuple[List[Path], float]:
-    """Decode ``video`` with OpenCV into ``out_dir/00000.png ...``; returns the files and the frame rate.
-
-    Earlier PNGs in ``out_dir`` are removed first, so the folder holds exactly this video's frames.
-    """
-    video, out_dir = Path(video), Path(out_dir)
+def _open_capture(video: Path) -> cv2.VideoCapture:
     capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        capture.release()
+        raise DatasetError("cannot open the video: OpenCV cannot decode this file (corrupt, or not a "
+                           "video format it supports); convert it to mp4 or pass a folder of frames", video)
+    return capture
+
+
+def probe_video_file(video: PathLike) -> Tuple[Tuple[int, int], float, int]:
+    """(H, W) of the first frame, frame rate and OpenCV's frame count of a video file (the first frame is decoded)."""
+    video = Path(video)
+    capture = _open_capture(video)
     try:
-        if not capture.isOpened():
-            raise DatasetError("cannot open the video: OpenCV cannot decode this file (corrupt, or not a "
-                               "video format it supports); convert it to mp4 or pass a folder of frames", video)
         fps = capture.get(cv2.CAP_PROP_FPS)
         fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else DEFAULT_FPS
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for old in out_dir.glob("*.png"):
-            old.unlink()
-        files: List[Path] = []
-        while max_frames is None or len(files) < max_frames:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            ok, encoded = cv2.imencode(".png", frame)
-            assert ok, "PNG encoding of a decoded frame failed"
-            path = out_dir / f"{len(files):05d}.png"
-            atomic_write_bytes(path, encoded.tobytes())
-            files.append(path)
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        ok, frame = capture.read()
     finally:
         capture.release()
-    if not files:
+    if not ok:
         raise DatasetError("the video has no frame OpenCV can decode (corrupt or empty file)", video)
-    return files, fps
+    return frame.shape[:2], fps, max(count, 1)
 
 
 def _grey_labels(grey: np.ndarray, kind: str) -> Tuple[np.ndarray, str]:
@@ -186,38 +214,30 @@ def fit_mask(mask: FirstMask, size: Tuple[int, int], resize: bool, path: PathLik
     return mask
 
 
-def open_custom_video(video: PathLike, mask: PathLike, work_dir: PathLike, resize_mask: bool = False,
+def open_custom_video(video: PathLike, mask: PathLike, resize_mask: bool = False,
                       max_frames: Optional[int] = None) -> CustomVideo:
-    """A video file or frame folder with its first-frame mask, as a single-sequence dataset.
+    """A video file or frame folder with its first-frame mask, checked (nothing is decoded but frame 0).
 
     Args:
-        video: a video file (decoded into ``work_dir/frames``) or a folder of frames.
+        video: a video file or a folder of frames.
         mask: the first frame's mask file.
-        work_dir: where decoded frames and the normalised mask (``first_mask.png``) are written.
         resize_mask: nearest-resize a mask whose size differs from the frames' (else an error).
         max_frames: use only the first ``max_frames`` frames.
     """
-    video, work_dir = Path(video), Path(work_dir)
+    video = Path(video)
     if max_frames is not None and max_frames < 1:
         raise ConfigError(f"--max-frames must be at least 1, got {max_frames}")
     first = read_first_mask(mask)  # fail on a bad mask before decoding the video
     if video.is_dir():
-        files, fps = list_frame_files(video, max_frames), DEFAULT_FPS
+        files = tuple(list_frame_files(video, max_frames))
+        size, fps, count = image_size(files[0]), DEFAULT_FPS, len(files)
+        name = video.resolve().name
     elif video.is_file():
-        files, fps = extract_video_frames(video, work_dir / "frames", max_frames)
+        files = ()
+        size, fps, count = probe_video_file(video)
+        count = min(count, max_frames) if max_frames else count
+        name = video.stem
     else:
         raise DatasetError("video not found (give a video file or a folder of frames)", video)
-    size = image_size(files[0])
-    for f in files[1:]:
-        if image_size(f) != size:
-            h, w = image_size(f)
-            raise DatasetError(f"frame is {w}x{h} (WxH) but the first frame is {size[1]}x{size[0]}", f)
     first = fit_mask(first, size, resize_mask, mask)
-    mask_file = work_dir / "first_mask.png"
-    write_index_png(mask_file, first.labels)
-    frames = tuple(p.stem for p in files)
-    name = video.stem if video.is_file() else video.resolve().name
-    seq = Sequence(name=name, frames=frames, image_files=tuple(files),
-                   annotation_files={frames[0]: mask_file}, object_ids=first.object_ids,
-                   start_frames={obj: frames[0] for obj in first.object_ids}, save_frames=frames, dataset="custom")
-    return CustomVideo(seq, fps, first, video)
+    return CustomVideo(name, video, fps, first, tuple(size), count, files, max_frames)

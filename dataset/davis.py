@@ -21,9 +21,9 @@ from typing import Sequence as Seq
 
 import numpy as np
 
-from dataset.sequence import Sequence
-from lib.errors import ConfigError, DatasetError
-from lib.io import read_index_png
+from base.errors import ConfigError, DatasetError
+from base.io import read_index_png
+from dataset.sequence import VideoSequence
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 VOID_LABEL = 255
@@ -139,8 +139,8 @@ class DAVISDataset:
         for name in self.names:
             yield self.sequence(name)
 
-    def sequence(self, name: str) -> Sequence:
-        """Build the :class:`Sequence` of one video, checking that its files are consistent."""
+    def sequence(self, name: str) -> VideoSequence:
+        """Build the :class:`VideoSequence` of one video, checking that its files are consistent."""
         image_dir = _check_dir(self.image_root / name, f"image folder of sequence {name}")
         anno_dir = _check_dir(self.annotation_root / name, f"annotation folder of sequence {name}")
         images = list_frames(image_dir)
@@ -164,7 +164,7 @@ class DAVISDataset:
         annotated = [f for f in frames if f in annotations]
         # Official DAVIS protocol: frames after the first, the last annotated frame excluded.
         scored = tuple(annotated[1:-1])
-        return Sequence(
+        return VideoSequence(
             name=name,
             frames=frames,
             image_files=tuple(images),

@@ -1,6 +1,7 @@
 """Dataset keys, as named in the original code, and where their roots come from.
 
-Evaluation sets: ``dv2016val``, ``dv2017val``, ``yt2018jjval``, ``yt2018val``, ``yt2018valAll``.
+Evaluation sets: ``dv2016val``, ``dv2016train``, ``dv2017val``, ``yt2018jjval``, ``yt2018val``, ``yt2018valAll``;
+training sets: ``dv2017``, ``dv2016``, ``ytvos2018`` (alias ``yt2018``), ``all``, ``synthetic``.
 Roots come from ``--davis-root`` / ``--ytvos-root``, defaulting to the ``DAVIS_ROOT`` / ``YTVOS_ROOT``
 environment variables; never from paths written in code.
 """
@@ -11,9 +12,9 @@ import os
 from typing import Optional, Union
 from typing import Sequence as Seq
 
+from base.errors import ConfigError
 from dataset.davis import DAVISDataset
 from dataset.youtubevos import YouTubeVOSDataset
-from lib.errors import ConfigError
 
 EVAL_DATASETS = {
     # key: (family, split)
@@ -24,7 +25,12 @@ EVAL_DATASETS = {
     "yt2018val": ("ytvos", "valid"),
     "yt2018valAll": ("ytvos", "valid_all"),
 }
+# Training sets (dataset/training.py builds them); aliases are accepted on the command line too.
+TRAINING_DATASETS = ("dv2017", "dv2016", "ytvos2018", "all", "synthetic")
+DATASET_ALIASES = {"yt2018": "ytvos2018"}
 SCORED_DATASETS = ("dv2016val", "dv2016train", "dv2017val", "yt2018jjval")
+# Sets whose ground truth is on the benchmark server: evaluate.py also zips the masks for upload.
+SUBMISSION_DATASETS = ("yt2018val", "yt2018valAll")
 
 
 def resolve_root(flag_value: Optional[str], env_var: str, what: str) -> str:

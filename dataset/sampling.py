@@ -28,7 +28,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from lib.errors import ConfigError
+from base.errors import ConfigError
 
 SAMPLINGS = ("temporal", "official")
 

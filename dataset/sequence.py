@@ -1,9 +1,9 @@
 """The one video abstraction every dataset reader yields.
 
-A :class:`Sequence` knows its frames (in temporal order), where their images and annotations are,
+A :class:`VideoSequence` knows its frames (in temporal order), where their images and annotations are,
 which objects it holds and on which frame each object's given mask is, and which frames are to be
 scored and saved. Images and annotations are read lazily, with every problem reported as a
-:class:`~lib.errors.DatasetError` that names the file.
+:class:`~base.errors.DatasetError` that names the file.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from lib.errors import DatasetError
-from lib.io import read_image_rgb, read_index_png
+from base.errors import DatasetError
+from base.io import read_image_rgb, read_index_png
 
 
 @dataclass(frozen=True)
-class Sequence:
+class VideoSequence:
     """One video of a dataset.
 
     Attributes:
@@ -59,7 +59,7 @@ class Sequence:
         return len(self.frames)
 
     def __repr__(self) -> str:
-        return (f"Sequence({self.dataset}/{self.name}: {len(self.frames)} frames, "
+        return (f"VideoSequence({self.dataset}/{self.name}: {len(self.frames)} frames, "
                 f"objects {list(self.object_ids)})")
 
     # --- frame lookup -------------------------------------------------------------------------
@@ -88,7 +88,7 @@ class Sequence:
 
     def image_size(self) -> Tuple[int, int]:
         """(H, W) of the first frame (all frames of a sequence share it)."""
-        from lib.io import image_size
+        from base.io import image_size
 
         return image_size(self.image_files[0])
 
@@ -107,7 +107,7 @@ class Sequence:
             raise DatasetError(f"sequence {self.name} has no annotation for frame {frame!r}")
         labels = read_index_png(path)
         if expected_size is None:
-            from lib.io import image_size
+            from base.io import image_size
 
             expected_size = image_size(self.image_files[self.frame_index(frame)])
         if labels.shape != tuple(expected_size):

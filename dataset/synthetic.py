@@ -47,8 +47,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from lib.errors import ConfigError, ReuseVOSError
-from lib.io import atomic_write_bytes, atomic_write_json, atomic_write_text, encode_index_png
+from base.errors import ConfigError, ReuseVOSError
+from base.io import atomic_write_bytes, atomic_write_json, atomic_write_text, encode_index_png
 
 __all__ = [
     "FORMATS",

@@ -37,10 +37,11 @@ import cv2
 import numpy as np
 import torch
 
+from base.errors import ConfigError, DatasetError
 from dataset.davis import DAVISDataset
-from dataset.registry import resolve_root
+from dataset.registry import DATASET_ALIASES, TRAINING_DATASETS, resolve_root
 from dataset.sampling import SAMPLINGS, check_sampling, first_frame_candidates, sample_frames
-from dataset.sequence import Sequence
+from dataset.sequence import VideoSequence
 from dataset.synthetic import GENERATOR_VERSION, generate_davis2017
 from dataset.visibility import (
     DAVIS_VISIBILITY,
@@ -51,14 +52,11 @@ from dataset.visibility import (
     VisibilityRule,
 )
 from dataset.youtubevos import YouTubeVOSDataset
-from lib.errors import ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
-TRAINING_DATASETS = ("dv2017", "dv2016", "ytvos2018", "all", "synthetic")
-DATASET_ALIASES = {"yt2018": "ytvos2018"}
 __all__ = ["TRAINING_DATASETS", "SAMPLINGS", "TrainingPair", "TrainingSource", "TrainingSet",
            "build_training_set", "prepare_synthetic_davis", "resize_sample_frame"]
 
@@ -89,7 +87,7 @@ class TrainingPair:
         visible: (N,) bool, the object's visibility on each of ``frames``.
     """
 
-    sequence: Sequence
+    sequence: VideoSequence
     frames: Tuple[str, ...]
     obj_id: int
     visible: np.ndarray
@@ -125,7 +123,7 @@ class TrainingSource:
         return [int(k) for k in rng.choice(len(self.pairs), size=count, replace=False)]
 
 
-def collect_pairs(sequences: List[Sequence], rule: VisibilityRule, cache: PixelCountCache, root: PathLike,
+def collect_pairs(sequences: List[VideoSequence], rule: VisibilityRule, cache: PixelCountCache, root: PathLike,
                   seq_len: int, sampling: str, min_seq_length: int = 0) -> Tuple[List[TrainingPair], Dict[str, int]]:
     """The (sequence, object) pairs of ``sequences`` that can make a sample.
 
@@ -179,7 +177,7 @@ def _describe_skipped(skipped: Dict[str, int]) -> str:
     return ", ".join(parts) if parts else "nothing usable"
 
 
-def _source(name: str, sequences: List[Sequence], root: PathLike, *, rule: VisibilityRule,
+def _source(name: str, sequences: List[VideoSequence], root: PathLike, *, rule: VisibilityRule,
             cache: PixelCountCache, seq_len: int, sampling: str, max_gap: int, always_area: bool,
             min_seq_length: int = 0, epoch_repeats: int = 1,
             samples_per_epoch: Optional[int] = None) -> TrainingSource:

@@ -31,8 +31,8 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from dataset.sequence import Sequence
-from lib.io import atomic_write_json
+from base.io import atomic_write_json
+from dataset.sequence import VideoSequence
 
 logger = logging.getLogger(__name__)
 
@@ -150,12 +150,12 @@ class ObjectPixels:
         return ObjectPixels(frames=frames, size=(h, w), pixels=pixels)
 
 
-def annotated_frames(seq: Sequence) -> Tuple[str, ...]:
+def annotated_frames(seq: VideoSequence) -> Tuple[str, ...]:
     """The frames of ``seq`` that have an annotation, in temporal order."""
     return tuple(f for f in seq.frames if seq.has_annotation(f))
 
 
-def count_object_pixels(seq: Sequence) -> ObjectPixels:
+def count_object_pixels(seq: VideoSequence) -> ObjectPixels:
     """Read every annotation of ``seq`` and count each object's pixels (void / unknown ids ignored)."""
     frames = annotated_frames(seq)
     counts = np.zeros((len(frames), 256), dtype=np.int64)
@@ -189,7 +189,7 @@ class PixelCountCache:
         root_key = hashlib.sha1(str(Path(root).expanduser().resolve()).encode()).hexdigest()[:12]
         return self.cache_dir / "visibility" / f"{dataset}-{root_key}" / f"{sequence}.json"
 
-    def _load(self, path: Path, seq: Sequence) -> Optional[ObjectPixels]:
+    def _load(self, path: Path, seq: VideoSequence) -> Optional[ObjectPixels]:
         if not path.is_file():
             return None
         try:
@@ -204,7 +204,7 @@ class PixelCountCache:
             return None
         return found
 
-    def get(self, sequences: List[Sequence], root: PathLike) -> List[ObjectPixels]:
+    def get(self, sequences: List[VideoSequence], root: PathLike) -> List[ObjectPixels]:
         """Pixel counts of each sequence (all from the dataset at ``root``), in order."""
         results: List[Optional[ObjectPixels]] = [None] * len(sequences)
         paths = [self.path(seq.dataset, root, seq.name) for seq in sequences]

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 from typing import Sequence as Seq
 
+from base.errors import DatasetError
 from dataset.davis import list_frames, read_split_file
-from dataset.sequence import Sequence
-from lib.errors import DatasetError
+from dataset.sequence import VideoSequence
 
 SPLIT_DIR = Path(__file__).resolve().parent / "splits"
 DEFAULT_SPLIT_LISTS = {
@@ -131,8 +131,8 @@ class YouTubeVOSDataset:
         for name in self.names:
             yield self.sequence(name)
 
-    def sequence(self, name: str) -> Sequence:
-        """Build the :class:`Sequence` of one video, checking meta.json against the files."""
+    def sequence(self, name: str) -> VideoSequence:
+        """Build the :class:`VideoSequence` of one video, checking meta.json against the files."""
         image_dir = self.image_root / name
         if not image_dir.is_dir():
             raise DatasetError(f"image folder of video {name} not found", image_dir)
@@ -180,7 +180,7 @@ class YouTubeVOSDataset:
             for obj in ids:
                 start = position[start_frames[obj]]
                 score_frames[obj] = tuple(f for f in annotated if position[f] > start)
-        return Sequence(
+        return VideoSequence(
             name=name,
             frames=frames,
             image_files=tuple(images),

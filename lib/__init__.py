@@ -1,1 +1,2 @@
-"""Inference engine, metrics, FLOP accounting, checkpoints and file I/O."""
+"""The library: the inference engine (engine/), evaluation (evaluation/) and tools (tools/: checkpoints, FLOPs,
+CLI helpers)."""

@@ -17,15 +17,13 @@ Spatial sizes: each stride-2 step gives ``ceil(h / 2)``; e.g. 480x854 -> layer3 
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Dict, Mapping
-from urllib.parse import urlparse
+from typing import Dict, Mapping, Optional, Union
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
-from lib.errors import CheckpointError, ConfigError
+from base.errors import CheckpointError, ConfigError
 
 FEATURE_CHANNELS: Mapping[str, Mapping[str, int]] = {
     "resnet18": {"layer1": 64, "layer2": 64, "layer3": 128, "layer4": 256, "layer5": 512},
@@ -38,64 +36,33 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_BACKBONE_SEED = 0  # --pretrained none: the seed-0 draw of torchvision's initialisation
 
-_BUILDERS = {
-    "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
-    "resnet101": (torchvision.models.resnet101, torchvision.models.ResNet101_Weights.IMAGENET1K_V1),
-}
+_BUILDERS = {"resnet18": torchvision.models.resnet18, "resnet101": torchvision.models.resnet101}
 
 
-def imagenet_weights_file(name: str) -> Path:
-    """Where torchvision's hub cache keeps the ImageNet weights of ``name`` (the file may not exist).
+def build_resnet(name: str, state: Optional[Mapping[str, Tensor]] = None) -> torchvision.models.ResNet:
+    """A torchvision ResNet without ``avgpool``/``fc``: seeded random weights, or ``state`` loaded into it.
 
-    That is ``<torch.hub.get_dir()>/checkpoints/<file name of the weights URL>``, i.e. by default
-    ``$TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth`` for ResNet-18.
+    The random weights are always those of ``torch.manual_seed(RANDOM_BACKBONE_SEED)``, drawn without touching
+    the global RNG, so a model trained on a random backbone is evaluated on the same one. ``state`` is a
+    torchvision-format state dict (``fc.*`` keys ignored, any floating dtype: cast to float32).
     """
-    weights = _BUILDERS[name][1]
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
-
-
-def _build_resnet(name: str, weights) -> torchvision.models.ResNet:
-    """A torchvision ResNet without ``avgpool``/``fc`` with the requested weights.
-
-    ``weights``: ``'none'``, ``'imagenet'``, a path to a torchvision-format state dict file, or such a
-    state dict itself (a mapping of tensors, any floating dtype: e.g. the float16 backbone a shipped
-    checkpoint embeds).
-
-    ``imagenet`` goes through torchvision's weights API: the file in the TORCH_HOME hub cache, downloaded
-    there first (with its hash checked) when it is missing and the machine is online.
-    """
-    builder, imagenet = _BUILDERS[name]
-    if weights == "imagenet":
-        cached = imagenet_weights_file(name)
-        try:
-            net = builder(weights=imagenet)
-        except Exception as err:  # offline, blocked, interrupted or corrupt download
-            if cached.is_file():
-                raise
-            reason = (str(err).strip().splitlines() or [""])[0]
-            raise ConfigError(
-                f"ImageNet weights for {name} not found and not downloadable here ({err.__class__.__name__}: "
-                f"{reason}): expected the file {cached.name} at {cached} (torchvision hub cache, i.e. "
-                f"$TORCH_HOME/hub/checkpoints; TORCH_HOME is currently {Path(torch.hub.get_dir()).parent}). "
-                f"Download {imagenet.url} on a machine with internet access and place it there, or run with "
-                "--pretrained none (random backbone weights)."
-            ) from None
-    else:
-        # The random weights are always those of torch.manual_seed(RANDOM_BACKBONE_SEED), drawn without
-        # touching the global RNG: a model trained with --pretrained none is evaluated on the same backbone.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_BACKBONE_SEED)
-            net = builder(weights=None)
+    if name not in _BUILDERS:
+        raise ConfigError(f"unknown backbone {name!r}; choose one of {sorted(_BUILDERS)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_BACKBONE_SEED)
+        net = _BUILDERS[name](weights=None)
     del net.avgpool, net.fc
-    if isinstance(weights, Mapping):
-        _load_resnet_state(net, weights, "embedded backbone weights")
-    elif weights not in ("none", "imagenet"):
-        _load_resnet_file(net, Path(weights))
+    if state is not None:
+        load_resnet_state(net, state, "backbone weights")
     return net
 
 
-def _load_resnet_state(net: torchvision.models.ResNet, state: Mapping, where, path=None) -> None:
-    """Load a torchvision-format ResNet state dict (``fc.*`` ignored; cast to the network's dtypes)."""
+def load_resnet_state(net: torchvision.models.ResNet, state: Mapping, where: str, path=None) -> None:
+    """Load a torchvision-format ResNet state dict (``fc.*`` ignored; cast to the network's dtypes).
+
+    Raises:
+        CheckpointError: not a state dict of tensors, or not this architecture's (``path`` is named).
+    """
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{where} are not a state dict of tensors", path)
     try:
@@ -106,39 +73,26 @@ def _load_resnet_state(net: torchvision.models.ResNet, state: Mapping, where, pa
                               path) from None
 
 
-def _load_resnet_file(net: torchvision.models.ResNet, path: Path) -> None:
-    """Load a torchvision-format ResNet state dict file into ``net`` (its ``fc.*`` keys are ignored)."""
-    if not path.is_file():
-        raise CheckpointError("backbone weights file not found (expected 'none', 'imagenet' or a path to a "
-                              "torchvision ResNet state dict)", path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"cannot read backbone weights ({err.__class__.__name__}); expected a "
-                              "torchvision ResNet state dict saved with torch.save", path) from None
-    _load_resnet_state(net, state, "backbone weights", path)
-
-
 class FeatureExtractor(nn.Module):
     """Frozen torchvision ResNet that returns the official feature dict.
 
     Args:
         name: ``'resnet18'`` or ``'resnet101'``.
-        weights: ``'none'`` (random init: always torchvision's ``resnetXX(weights=None)`` drawn right after
-            ``torch.manual_seed(RANDOM_BACKBONE_SEED)``, whatever the global RNG state, which is left
-            untouched; so training and evaluation with ``none`` use the same backbone),
-            ``'imagenet'`` (``IMAGENET1K_V1`` through torchvision's weights API: the TORCH_HOME hub cache,
-            downloaded there when missing and online), a path to a torchvision-format ResNet state dict file,
-            or such a state dict (a mapping of tensors; float16 values are cast to the network's float32).
+        weights: ``None`` or ``'none'`` (random init: always torchvision's ``resnetXX(weights=None)`` drawn
+            right after ``torch.manual_seed(RANDOM_BACKBONE_SEED)``, whatever the global RNG state, which is
+            left untouched; so training and evaluation with ``none`` use the same backbone), or a
+            torchvision-format ResNet state dict (a mapping of tensors; float16 values are cast to float32).
+            ImageNet weights and weight files are read by :func:`lib.tools.checkpoint.build_backbone`.
 
     The network is always in eval mode (BatchNorm uses running statistics, ``train()`` is a no-op) and
     no parameter requires a gradient. ``avgpool`` and ``fc`` are removed.
     """
 
-    def __init__(self, name: str = "resnet18", weights="none"):
-        if name not in _BUILDERS:
-            raise ConfigError(f"unknown backbone {name!r}; choose one of {sorted(_BUILDERS)}")
-        net = _build_resnet(name, weights if isinstance(weights, Mapping) else str(weights))
+    def __init__(self, name: str = "resnet18", weights: Union[None, str, Mapping[str, Tensor]] = "none"):
+        if isinstance(weights, str) and weights != "none":
+            raise ConfigError(f"FeatureExtractor takes 'none' or a state dict, not {weights!r}: "
+                              "lib.tools.checkpoint.build_backbone reads ImageNet weights and weight files")
+        net = build_resnet(name, None if isinstance(weights, str) else weights)
         super().__init__()
         for p in net.parameters():
             p.requires_grad_(False)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lib.errors import CheckpointError
+from base.errors import CheckpointError
 from models.backbone import FEATURE_CHANNELS
 from models.refiner import SegmentationNetwork, expand_batch, resize
 from models.reuse import DeltaGenerator, ReuseGate, TemplateModule

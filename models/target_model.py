@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lib.errors import ConfigError
+from base.errors import ConfigError
 from models.gauss_newton import GaussNewtonCG, RunRecord
 
 MIN_OBJECT_PIXELS = 10

@@ -22,7 +22,7 @@ from models.backbone import FEATURE_CHANNELS
 if os.environ.get("REUSE_VOS_TEST_MKLDNN", "1") == "0":
     torch.backends.mkldnn.enabled = False
 
-# The official code's fixture (tests/test_official_equivalence_*.py); any fixture made the same way works.
+# The official code's fixture (tests/equivalence/); any fixture made the same way works.
 OFFICIAL_FIXTURE_DIR = Path(os.environ.get("OFFICIAL_FIXTURE_DIR", Path(__file__).parent / "fixtures" / "official"))
 
 

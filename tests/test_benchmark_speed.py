@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from benchmarks.speed import MODULES, Timing, main, synthetic_frames
-from lib.cli import run_cli
-from lib.flops import path_flops
+from lib.tools.cli import run_cli
+from lib.tools.flops import path_flops
 
 SIZE = (64, 96)
 
@@ -32,6 +32,7 @@ def run(tmp_path_factory):
     return buffer.getvalue(), json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_json_structure(run):
     _, result = run
     assert result["ftext"] == "resnet18" and result["size"] == list(SIZE) and result["device"] == "cpu"
@@ -51,6 +52,7 @@ def test_json_structure(run):
         assert peak["peak_bytes"] > 0 and "RSS" in peak["kind"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["compute", "reuse"])
 def test_shares_sum_to_one_hundred_percent(run, path):
     _, result = run
@@ -65,6 +67,7 @@ def test_shares_sum_to_one_hundred_percent(run, path):
     assert overhead["share"][path]["flops_pct"] == pytest.approx(0.0, abs=1e-6)  # every FLOP is in a module
 
 
+@pytest.mark.slow
 def test_flops_and_ratios_agree_with_lib_flops(run):
     _, result = run
     flops = path_flops("resnet18", SIZE)
@@ -80,6 +83,7 @@ def test_flops_and_ratios_agree_with_lib_flops(run):
     assert frames["frame_compute_amortised"]["median_ms"] == pytest.approx((7 * plain + with_cg) / 8)
 
 
+@pytest.mark.slow
 def test_printed_table(run):
     table, result = run
     assert "resnet18 at 64x96 on cpu" in table and "random initialisation" in table

@@ -13,9 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lib.checkpoint import save_model
-from lib.io import write_index_png
+import demo as demo_cli
+from base.io import write_index_png
+from lib.tools.checkpoint import save_model
 from models.gfrtm import GFRTM
+from tests.cli import call
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 64, 96
@@ -65,8 +67,8 @@ def clip(tmp_path_factory):
 
 
 def demo(*args, check=True):
-    proc = subprocess.run([sys.executable, str(ROOT / "demo.py"), *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
+    """``python demo.py args``, in-process."""
+    proc = call(demo_cli.main, *args)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -104,13 +106,20 @@ def check_outputs(out: Path, names, tau: float):
     return summary
 
 
-def test_demo_on_mp4_and_frame_dir(checkpoint, clip, tmp_path):
-    proc = demo("--video", clip / "clip.mp4", "--mask", clip / "mask.png", "--model", checkpoint, "--pretrained",
-                "none", "--dev", "cpu", "--TH", "-1", "--out", tmp_path / "mp4")
+@pytest.mark.slow
+def test_demo_on_mp4_as_a_script(checkpoint, clip, tmp_path):
+    """The script itself, in a subprocess: an mp4 in, every output written, always reusing at tau = -1."""
+    proc = subprocess.run([sys.executable, str(ROOT / "demo.py"), "--video", str(clip / "clip.mp4"), "--mask",
+                           str(clip / "mask.png"), "--model", str(checkpoint), "--pretrained", "none", "--dev", "cpu",
+                           "--TH", "-1", "--out", str(tmp_path / "mp4")], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert "FPS" in proc.stdout and "reuse rate 1.000" in proc.stdout and "RANDOM weights" in proc.stdout
     summary = check_outputs(tmp_path / "mp4", [f"{i:05d}" for i in range(N)], -1.0)
     assert summary["reuse_rate"] == 1.0 and set("".join(summary["paths"].values())) == {"T"}
 
+
+def test_demo_on_a_frame_dir(checkpoint, clip, tmp_path):
     demo("--video", clip / "frames", "--mask", clip / "mask.png", "--model", checkpoint, "--pretrained", "none",
          "--dev", "cpu", "--TH", "1", "--out", tmp_path / "dir")
     summary = check_outputs(tmp_path / "dir", [f"img{i}" for i in range(N)], 1.0)
@@ -138,6 +147,7 @@ def test_demo_errors_are_one_line(checkpoint, clip, tmp_path):
     assert "oracle" in demo("--policy", "oracle", check=False).stderr  # not a choice: no ground truth here
 
 
+@pytest.mark.slow
 def test_demo_defaults_to_the_shipped_model(clip, tmp_path):
     """No --model: the shipped model, with its own backbone and its recorded 240x432 inference size."""
     out = tmp_path / "shipped"

@@ -13,10 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
+import evaluate as evaluate_cli
 from dataset.registry import open_eval_dataset
 from dataset.synthetic import generate_youtubevos
-from lib.checkpoint import save_model
+from lib.tools.checkpoint import save_model
 from models.gfrtm import GFRTM
+from tests.cli import call
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data/samples/davis2016-sample"
@@ -33,17 +35,24 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-def evaluate(*args):
-    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--pretrained", "none", "--dev", "cpu",
-                           *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=900)
+def evaluate(*args, script: bool = False):
+    """``python evaluate.py --pretrained none --dev cpu args``: in-process, or with ``script`` a real subprocess."""
+    args = ("--pretrained", "none", "--dev", "cpu", *map(str, args))
+    if script:
+        proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *args], capture_output=True, text=True,
+                              cwd=ROOT, timeout=900)
+    else:
+        proc = call(evaluate_cli.main, *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
+@pytest.mark.slow
 def test_bundled_sample_two_thresholds_and_resume(checkpoint, tmp_path):
+    """The script itself on a real 480p sequence (40 frames, two thresholds), then resumed."""
     out = tmp_path / "run"
     proc = evaluate("--dset", "dv2016val", "--davis-root", SAMPLE, "--sequences", "car-shadow", "--model",
-                    checkpoint, "--TH", "1.0", "-1", "--out", out)
+                    checkpoint, "--TH", "1.0", "-1", "--out", out, script=True)
     assert "RANDOM weights" in proc.stdout and "GFLOPs/fr" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dataset"] == "dv2016val" and [r["tau"] for r in summary["runs"]] == [1.0, -1.0]
@@ -186,23 +195,21 @@ def test_reduced_network_size_writes_and_scores_the_original_size(checkpoint, yt
 
 
 def test_bad_flags_are_one_line(checkpoint, tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--davis-root", str(SAMPLE), "--model",
-                           str(checkpoint), "--pretrained", "none", "--policy", "fusion", "--TH", "0.7",
-                           "--TH2", "0.5", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    proc = call(evaluate_cli.main, "--davis-root", SAMPLE, "--model", checkpoint, "--pretrained", "none",
+                "--policy", "fusion", "--TH", "0.7", "--TH2", "0.5", "--out", tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "TH2 > tau" in proc.stderr
-    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--davis-root", str(SAMPLE), "--model",
-                           str(tmp_path / "missing.pth")], capture_output=True, text=True, cwd=ROOT)
+    proc = call(evaluate_cli.main, "--davis-root", SAMPLE, "--model", tmp_path / "missing.pth")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "missing.pth" in proc.stderr
 
 
+@pytest.mark.slow
 def test_shipped_model_needs_only_its_path_and_scores_dv2016train(tmp_path):
     """--model alone: the shipped bundle's backbone and 240x432 size; dv2016train scores train sequences (here
     rollerblade, the bundled sample's one DAVIS 2016 train sequence, which the shipped model was trained on)."""
     out = tmp_path / "shipped"
-    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--dset", "dv2016train", "--davis-root",
-                           str(SAMPLE), "--sequences", "rollerblade", "--model",
-                           str(ROOT / "weights/gfrtm_rn18_dv2016_cpu.pth"), "--dev", "cpu", "--TH", "1.0",
-                           "--no-flops", "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    proc = call(evaluate_cli.main, "--dset", "dv2016train", "--davis-root", SAMPLE, "--sequences", "rollerblade",
+                "--model", ROOT / "weights/gfrtm_rn18_dv2016_cpu.pth", "--dev", "cpu", "--TH", "1.0", "--no-flops",
+                "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RANDOM" not in proc.stdout and "the checkpoint's own resnet18 weights" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from dataset.davis import DAVISDataset
-from lib.checkpoint import BACKBONE_KEY, load_inference_model
-from lib.cli import SHIPPED_MODEL
-from lib.policies import PolicyConfig
-from lib.tracker import Tracker, TrackerConfig
+from lib.engine.core import EngineConfig, InferenceEngine
+from lib.engine.policies import PolicyConfig
+from lib.evaluation.run import track_sequence
+from lib.tools.checkpoint import BACKBONE_KEY, load_inference_model
+from lib.tools.cli import SHIPPED_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "samples" / "davis2016-sample"
@@ -39,13 +40,12 @@ def blackswan_labels():
     assert loaded.pretrained == "embedded" and loaded.size == (240, 432)
     seq = DAVISDataset(SAMPLE, year=2016, split="val", sequences=["blackswan"]).sequence("blackswan")
     seq = dataclasses.replace(seq, frames=seq.frames[:FRAMES], image_files=seq.image_files[:FRAMES])
+    engine = InferenceEngine(loaded.model, loaded.backbone, EngineConfig(size=loaded.size), torch.device("cpu"),
+                             count_flops=False)
     results = {}
     for tau in (1.0, 0.7):
-        tracker = Tracker(loaded.model, loaded.backbone,
-                          TrackerConfig(PolicyConfig("gate", tau), size=loaded.size), torch.device("cpu"),
-                          count_flops=False)
         outputs = []
-        stats = tracker.run_sequence(seq, on_frame=outputs.append)
+        stats = track_sequence(engine, seq, PolicyConfig("gate", tau), on_frame=outputs.append)
         results[tau] = (seq, [o.labels for o in outputs], stats)
     return results
 
@@ -62,6 +62,7 @@ def _ious(seq, labels):
     return np.array(model), np.array([_iou(gt, first) for gt in gts])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tau", [1.0, 0.7])
 def test_the_shipped_model_segments_blackswan(blackswan_labels, tau):
     """Measured when shipped: IoU 0.79-0.87 on frames 1-11 at both taus, while copying the first mask falls

@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import evaluate as evaluate_cli
+import train as train_cli
 from dataset.training import prepare_synthetic_davis
-from lib.checkpoint import build_model_from_checkpoint
+from lib.tools.checkpoint import build_model_from_checkpoint
+from tests.cli import call
 from tests.numerics import gamma
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +61,7 @@ def reference(synthetic_root, tmp_path_factory):
     return cwd, proc
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_checkpoints_logs_and_evaluates(reference, synthetic_root, tmp_path):
     cwd, proc = reference
     ckpt_dir = cwd / "runs/ref/checkpoints"
@@ -88,16 +92,15 @@ def test_smoke_run_writes_checkpoints_logs_and_evaluates(reference, synthetic_ro
     model, report = build_model_from_checkpoint(ckpt_dir / "ref_ep0002.pth")
     assert model.ftext == "resnet18" and "189 keys" in report
     out = tmp_path / "eval"
-    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--model", str(ckpt_dir / "ref_ep0001.pth"),
-                           "--dset", "dv2017val", "--davis-root", str(synthetic_root), "--sequences", "synth-val-00",
-                           "--pretrained", "none", "--dev", "cpu", "--TH", "0.7", "--no-flops", "--out", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = call(evaluate_cli.main, "--model", ckpt_dir / "ref_ep0001.pth", "--dset", "dv2017val", "--davis-root",
+                synthetic_root, "--sequences", "synth-val-00", "--pretrained", "none", "--dev", "cpu", "--TH", "0.7",
+                "--no-flops", "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads((out / "summary.json").read_text())["runs"][0]
     assert run["frames"] > 0 and 0 <= run["J&F-Mean"] <= 1
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_weights(reference, synthetic_root, tmp_path):
     cwd, _ = reference
     train(tmp_path, *run_args(synthetic_root))
@@ -105,6 +108,7 @@ def test_same_seed_gives_identical_weights(reference, synthetic_root, tmp_path):
                         model_state(cwd / "runs/ref/checkpoints/ref_ep0002.pth"))
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_mid_epoch(reference, synthetic_root, tmp_path, monkeypatch):
     ref_cwd, _ = reference
     args = run_args(synthetic_root)
@@ -139,6 +143,7 @@ def test_resume_after_a_kill_mid_epoch(reference, synthetic_root, tmp_path, monk
     assert "already finished" in proc.stdout
 
 
+@pytest.mark.slow
 def test_official_quirks_bf16_without_cache(synthetic_root, tmp_path):
     proc = train(tmp_path, *run_args(synthetic_root, name="quirks", epochs=1), "--official-quirks", "--amp", "bf16",
                  "--tmcache-mode", "off", "--m2", "0.1", "--max-iters-per-epoch", "1")
@@ -155,7 +160,8 @@ def test_official_quirks_bf16_without_cache(synthetic_root, tmp_path):
     (["--initPth", "/nonexistent/frtm.pth", "--dset", "synthetic"], "frtm.pth"),
 ])
 def test_errors_are_one_line(synthetic_root, tmp_path, args, message):
-    proc = train(tmp_path, "--dev", "cpu", "--pretrained", "none", "--synthetic-root", str(synthetic_root), *TINY,
-                 *args, expect=2)
+    proc = call(train_cli.main, "--dev", "cpu", "--pretrained", "none", "--synthetic-root", synthetic_root, *TINY,
+                *args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and message in proc.stderr
     assert proc.stderr.strip().count("\n") == 0

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from lib.errors import ConfigError
-from lib.io import atomic_path, atomic_write_json
+from base.errors import ConfigError
+from base.io import atomic_path, atomic_write_json
 from models.backbone import BACKBONES, FEATURE_CHANNELS, IMAGENET_MEAN, IMAGENET_STD
 from trainers.loop import seed_everything
 

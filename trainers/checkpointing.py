@@ -1,7 +1,7 @@
 """Training checkpoints: save every epoch, resume from the newest valid one, initialise from another model.
 
 A training checkpoint ``<checkpoints>/<name>_ep%04d.pth`` is a project-format file of
-:mod:`lib.checkpoint` (so ``evaluate.py --model`` and :func:`lib.checkpoint.build_model_from_checkpoint`
+:mod:`lib.tools.checkpoint` (so ``evaluate.py --model`` and :func:`lib.tools.checkpoint.build_model_from_checkpoint`
 read it directly) whose extra entries are plain data, loadable with ``torch.load(weights_only=True)``::
 
     {'format': 'reuse-vos', 'format_version': 1, 'model': G-FRTM state dict (189 keys), 'ftext': str,
@@ -22,8 +22,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from lib.checkpoint import PROJECT_FORMAT, load_model_weights, module_names, save_model
-from lib.errors import CheckpointError, ConfigError
+from base.errors import CheckpointError, ConfigError
+from lib.tools.checkpoint import PROJECT_FORMAT, load_model_weights, module_names, save_model
 from models.gfrtm import GFRTM
 
 PathLike = Union[str, Path]

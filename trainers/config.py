@@ -12,15 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from lib.errors import ConfigError
+from base.errors import ConfigError
+from dataset.registry import DATASET_ALIASES, TRAINING_DATASETS
 from models.backbone import BACKBONES
 
 DEFAULT_NAME = "All_RN18_m1000_b8seq6"
-FTEXTS = BACKBONES
 GATE_LOSSES = ("paper", "ngate")
 SAMPLINGS = ("temporal", "official")
 TMCACHE_MODES = ("readwrite", "readonly", "off")
-DSET_ALIASES = {"yt2018": "ytvos2018"}
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ class TrainConfig:
 
     def __post_init__(self):
         run_dir = Path("runs") / self.name
-        object.__setattr__(self, "dset", DSET_ALIASES.get(self.dset, self.dset))
+        object.__setattr__(self, "dset", DATASET_ALIASES.get(self.dset, self.dset))
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
         object.__setattr__(self, "holdout", tuple(str(s) for s in self.holdout))
         if self.synthetic_size is not None:
@@ -122,7 +121,9 @@ class TrainConfig:
 
         need(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
              f"--name {self.name!r}: a run name must be a non-empty folder name without '/'")
-        need(self.ftext in FTEXTS, f"--ftext {self.ftext!r}: choose one of {', '.join(FTEXTS)}")
+        need(self.ftext in BACKBONES, f"--ftext {self.ftext!r}: choose one of {', '.join(BACKBONES)}")
+        need(self.dset in TRAINING_DATASETS,
+             f"--dset {self.dset!r}: choose one of {', '.join(TRAINING_DATASETS + tuple(DATASET_ALIASES))}")
         need(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
         need(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         need(self.seq_len >= 2, f"--seq-len must be >= 2 (one initialisation frame + tracked frames), "

@@ -18,8 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from lib.cli import resolve_device
-from lib.errors import ConfigError
+from base.errors import ConfigError
+from lib.tools.cli import resolve_device
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lib.io import atomic_path, atomic_write_json
-from models.backbone import FeatureExtractor
+from base.io import atomic_path, atomic_write_json
+from lib.tools.checkpoint import build_backbone
 from models.gfrtm import GFRTM
 from models.target_model import TargetModelConfig
 from trainers.checkpointing import (
@@ -111,7 +111,7 @@ class Trainer:
         self.device = self.ctx.device
         self._log = log
         seed_everything(config.seed)
-        self.backbone = FeatureExtractor(config.ftext, config.pretrained).to(self.device)
+        self.backbone = build_backbone(config.ftext, config.pretrained).to(self.device)
         torch.manual_seed(config.seed)
         self.model = GFRTM(config.ftext)
         self.model.init_gate_bias()

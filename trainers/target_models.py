@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lib.augment import OFFICIAL_LISTS, PROJECT_LISTS, augment_first_frame
+from lib.engine.augment import OFFICIAL_LISTS, PROJECT_LISTS, augment_first_frame
 from models.backbone import FeatureExtractor
 from models.target_model import OnlineTargetModel, TargetModel, TargetModelConfig
 from trainers.tmcache import TargetModelCache
@@ -49,7 +49,7 @@ class FirstFrameTargetModels:
         amp: ``"bf16"`` runs the backbone on the augmented frames under autocast (the least-squares fit
             itself always runs in float32).
         official_lists: augment with the original's option lists and their duplicates
-            (:data:`lib.augment.OFFICIAL_LISTS`, ``--official-quirks``).
+            (:data:`lib.engine.augment.OFFICIAL_LISTS`, ``--official-quirks``).
     """
 
     def __init__(self, backbone: FeatureExtractor, config: TargetModelConfig,

@@ -25,7 +25,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from lib.io import atomic_path
+from base.io import atomic_path
 
 PathLike = Union[str, Path]
 TRAIN_C_CHANNELS = 32

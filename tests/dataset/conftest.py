@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib.io import write_index_png
+from base.io import write_index_png
 
 H, W = 24, 40
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from base.errors import ConfigError, DatasetError
+from base.io import write_index_png
 from dataset.davis import DAVISDataset
 from dataset.registry import open_eval_dataset
-from lib.errors import ConfigError, DatasetError
-from lib.io import write_index_png
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "samples" / "davis2016-sample"
 

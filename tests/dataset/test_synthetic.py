@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict
 
@@ -12,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from base.errors import ConfigError
+from base.io import davis_palette
 from dataset.synthetic import (
     REGIMES,
     SHAPE_KINDS,
@@ -20,8 +20,7 @@ from dataset.synthetic import (
     generate_youtubevos,
     render_video,
 )
-from lib.errors import ConfigError
-from lib.io import davis_palette
+from tests.cli import call
 
 REPO = Path(__file__).resolve().parents[2]
 PALETTE = davis_palette().flatten().tolist()
@@ -357,8 +356,10 @@ def test_api_arguments(tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "dataset.synthetic", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    """``python -m dataset.synthetic args``, in-process."""
+    from dataset.synthetic import main
+
+    return call(main, *args)
 
 
 def test_cli_writes_refuses_and_overwrites(tmp_path):

@@ -15,8 +15,10 @@ import torch
 from PIL import Image
 
 import dataset.training as training
+from base.errors import ConfigError, DatasetError
+from base.io import write_index_png
 from dataset.sampling import first_frame_candidates, sample_official, sample_temporal
-from dataset.sequence import Sequence
+from dataset.sequence import VideoSequence
 from dataset.synthetic import generate_youtubevos
 from dataset.training import SAMPLINGS, TRAINING_DATASETS, build_training_set, prepare_synthetic_davis
 from dataset.visibility import (
@@ -26,8 +28,6 @@ from dataset.visibility import (
     YTVOS_VISIBILITY,
     VisibilityRule,
 )
-from lib.errors import ConfigError, DatasetError
-from lib.io import write_index_png
 
 SYN_SIZE = (48, 80)
 
@@ -166,7 +166,7 @@ def test_visibility_cache_written_reused_and_recomputed_when_corrupt(tmp_path, d
         raise AssertionError("annotations must come from the cache")
 
     with monkeypatch.context() as patch:
-        patch.setattr(Sequence, "annotation", no_reading)
+        patch.setattr(VideoSequence, "annotation", no_reading)
         again = build_training_set("dv2017", davis_root=davis_root, seq_len=3, size=(24, 40), min_pixels=10,
                                    cache_dir=cache)
     assert [p.visible.tolist() for p in again.sources[0].pairs] == [p.visible.tolist() for p in first.sources[0].pairs]

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from base.errors import DatasetError
 from dataset.registry import open_eval_dataset
 from dataset.youtubevos import DEFAULT_SPLIT_LISTS, YouTubeVOSDataset
-from lib.errors import DatasetError
 
 
 def test_shipped_split_lists_are_disjoint():
@@ -120,7 +120,7 @@ def test_meta_video_without_folder(ytvos_root):
 
 
 def test_empty_first_mask(ytvos_root):
-    from lib.io import write_index_png
+    from base.io import write_index_png
 
     write_index_png(ytvos_root / "valid/Annotations/vid_v/00010.png", np.zeros((24, 40), np.uint8))
     seq = YouTubeVOSDataset(ytvos_root, "valid").sequence("vid_v")

@@ -7,7 +7,7 @@ from typing import List, Tuple
 import pytest
 import torch
 
-from lib.errors import CheckpointError
+from base.errors import CheckpointError
 from models.gfrtm import GFRTM, nearest_resize
 
 HEIGHT, WIDTH = 64, 112

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib.errors import ConfigError
+from base.errors import ConfigError
 from models.target_model import (
     OnlineTargetModel,
     SampleMemory,

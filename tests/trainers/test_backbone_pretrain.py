@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from lib.errors import ConfigError, DatasetError
-from models.backbone import FeatureExtractor
+from base.errors import ConfigError, DatasetError
+from lib.tools.checkpoint import build_backbone
+from tests.cli import call
 from tests.dataset.conftest import build_davis
 from trainers.backbone_pretrain import (
     BACKBONE_FILE,
@@ -93,7 +92,7 @@ def test_run_exports_a_torchvision_backbone_and_resumes(tmp_path, davis):
     assert set(fp32) == set(fp16) and "conv1.weight" in fp32 and not any(k.startswith("fc.") for k in fp32)
     assert fp16["conv1.weight"].dtype == torch.float16 and fp32["conv1.weight"].dtype == torch.float32
     # the backbone loads as --pretrained PATH, BatchNorm statistics included, and differs from the random draw
-    net = FeatureExtractor("resnet18", str(out / BACKBONE_FILE))
+    net = build_backbone("resnet18", out / BACKBONE_FILE)
     for key, value in net.resnet.state_dict().items():
         assert torch.equal(value, fp32[key]), key
     random = FgBgSegmenter("resnet18", seed=0).resnet.state_dict()
@@ -115,8 +114,9 @@ def test_run_exports_a_torchvision_backbone_and_resumes(tmp_path, davis):
 
 def test_cli_one_line_errors(tmp_path, davis):
     def cli(*args):
-        return subprocess.run([sys.executable, str(ROOT / "pretrain_backbone.py"), "--davis-root", str(davis),
-                               "--out", str(tmp_path / "o"), *args], capture_output=True, text=True, timeout=300)
+        import pretrain_backbone
+
+        return call(pretrain_backbone.main, "--davis-root", davis, "--out", tmp_path / "o", *args)
 
     proc = cli("--holdout", "val")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib.checkpoint import build_model_from_checkpoint, save_model
-from lib.errors import CheckpointError, ConfigError
+from base.errors import CheckpointError, ConfigError
+from lib.tools.checkpoint import build_model_from_checkpoint, save_model
 from models.gfrtm import GFRTM
 from trainers.checkpointing import (
     find_resume_checkpoint,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.errors import ConfigError
+from base.errors import ConfigError
 from trainers.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]

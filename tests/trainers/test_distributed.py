@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from models.gfrtm import GFRTM
@@ -28,6 +29,7 @@ def test_single_process_without_torchrun():
     assert all_reduce_mean({"a": 2.0}, ctx) == {"a": 2.0}
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes_identical_weights(synthetic_root, tmp_path):
     dump = tmp_path / "dump"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "REUSE_VOS_TRAIN_DUMP_DIR": str(dump)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dataset.training import build_training_set
@@ -11,6 +12,7 @@ ITERATIONS = 20
 WINDOW = 5
 
 
+@pytest.mark.slow
 def test_losses_go_down_on_a_fixed_batch(synthetic_root, make_recurrent, tmp_path):
     dataset = build_training_set("synthetic", synthetic_root=synthetic_root, synthetic_size=(64, 112),
                                  size=(64, 112), seq_len=3, seed=0, cache_dir=tmp_path / "data")

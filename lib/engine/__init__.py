@@ -1,0 +1,1 @@
+"""The inference engine: per-video sessions, object state, reuse policies and the paths they choose."""

@@ -1,0 +1,1 @@
+"""Evaluation runs, DAVIS metrics, summaries and the trade-off report."""

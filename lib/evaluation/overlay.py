@@ -1,0 +1,89 @@
+"""Overlay videos: each object tinted in its DAVIS palette colour and outlined, written as mp4 and GIF."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from base.errors import ConfigError
+from base.io import atomic_path, davis_palette
+
+GIF_MAX_SIDE = 320
+GIF_MAX_FRAMES = 150
+OVERLAY_ALPHA = 0.5
+
+
+def object_colours(ids: Sequence[int]) -> Dict[int, np.ndarray]:
+    """Overlay colour (RGB uint8) per object id: its DAVIS palette colour, brightened to full intensity."""
+    palette = davis_palette()
+    colours = {}
+    for obj in ids:
+        colour = palette[obj].astype(np.float64)
+        colours[obj] = (colour * (255.0 / colour.max()) if colour.max() > 0 else colour + 255).astype(np.uint8)
+    return colours
+
+
+def overlay_frame(image: np.ndarray, labels: np.ndarray, colours: Dict[int, np.ndarray],
+                  alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """(H, W, 3) uint8 RGB frame with each object tinted in its colour and outlined; labels (H, W) ids."""
+    out = image.astype(np.float32)
+    for obj, colour in colours.items():
+        inside = labels == obj
+        if inside.any():
+            out[inside] = (1 - alpha) * out[inside] + alpha * colour.astype(np.float32)
+    out = out.round().clip(0, 255).astype(np.uint8)
+    for obj, colour in colours.items():
+        contours, _ = cv2.findContours((labels == obj).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, tuple(int(c) for c in colour), 1)
+    return out
+
+
+class OverlayWriter:
+    """Writes overlay frames to an mp4 (OpenCV, mp4v) and a small GIF (Pillow).
+
+    The mp4 is written to a hidden temporary file and renamed on :meth:`close`; odd frame sizes are
+    padded by one edge pixel (mp4v needs even sizes). The GIF keeps every ``stride``-th frame so that it
+    has at most :data:`GIF_MAX_FRAMES` frames, downscaled to at most :data:`GIF_MAX_SIDE` px.
+    """
+
+    def __init__(self, mp4: Path, gif: Path, fps: float, size, total_frames: int):
+        self.mp4, self.gif, self.fps = Path(mp4), Path(gif), float(fps)
+        height, width = size
+        self.pad = (height % 2, width % 2)
+        self.tmp = self.mp4.with_name(f".{self.mp4.stem}.partial{self.mp4.suffix}")
+        self.mp4.parent.mkdir(parents=True, exist_ok=True)
+        self.video = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
+                                     (width + self.pad[1], height + self.pad[0]))
+        if not self.video.isOpened():
+            self.tmp.unlink(missing_ok=True)
+            raise ConfigError(f"OpenCV cannot write an mp4 (mp4v codec) to {self.tmp.parent} on this machine")
+        self.stride = max(1, math.ceil(total_frames / GIF_MAX_FRAMES))
+        scale = min(1.0, GIF_MAX_SIDE / max(height, width))
+        self.gif_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        self.gif_frames: List[Image.Image] = []
+        self.count = 0
+
+    def add(self, frame_rgb: np.ndarray) -> None:
+        padded = np.pad(frame_rgb, ((0, self.pad[0]), (0, self.pad[1]), (0, 0)), mode="edge")
+        self.video.write(cv2.cvtColor(padded, cv2.COLOR_RGB2BGR))
+        if self.count % self.stride == 0:
+            self.gif_frames.append(Image.fromarray(frame_rgb).resize(self.gif_size, Image.BILINEAR))
+        self.count += 1
+
+    def close(self) -> None:
+        self.video.release()
+        os.replace(self.tmp, self.mp4)
+        if self.gif_frames:
+            with atomic_path(self.gif) as tmp:
+                self.gif_frames[0].save(tmp, format="GIF", save_all=True, append_images=self.gif_frames[1:],
+                                        duration=round(1000 * self.stride / self.fps), loop=0)
+
+    def abort(self) -> None:
+        self.video.release()
+        self.tmp.unlink(missing_ok=True)

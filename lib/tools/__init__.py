@@ -1,0 +1,1 @@
+"""Checkpoints, FLOP accounting and command-line helpers."""

@@ -1,0 +1,307 @@
+"""The inference engine and its sessions: gate decisions switch paths, policies, mid-video objects, determinism,
+the network size, and the session API itself (inputs, errors, cloning)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from base.errors import ConfigError
+from dataset.davis import DAVISDataset
+from dataset.synthetic import generate_davis2017, generate_youtubevos
+from dataset.youtubevos import YouTubeVOSDataset
+from lib.engine.aggregation import soft_aggregate
+from lib.engine.core import EngineConfig, InferenceEngine
+from lib.engine.paths import COMPUTE, COPY, TRANSLATE
+from lib.engine.policies import PolicyConfig
+from lib.evaluation.run import track_sequence
+from models.backbone import FeatureExtractor
+from models.gfrtm import GFRTM
+
+
+@pytest.fixture(scope="module")
+def davis_seq(tmp_path_factory):
+    root = generate_davis2017(tmp_path_factory.mktemp("davis"), seed=3, size=(64, 96), num_train=1, num_val=2,
+                              frames=(6, 6))
+    ds = DAVISDataset(root, year=2017, split="val")
+    return max((ds.sequence(n) for n in ds.names), key=lambda s: len(s.object_ids))
+
+
+@pytest.fixture(scope="module")
+def networks():
+    torch.manual_seed(0)
+    return GFRTM("resnet18"), FeatureExtractor("resnet18", "none")
+
+
+def run(networks, seq, policy, **kw):
+    model, backbone = networks
+    engine = InferenceEngine(model, backbone, EngineConfig(**kw))
+    outputs = []
+    stats = track_sequence(engine, seq, policy, on_frame=outputs.append)
+    return engine, stats, outputs
+
+
+def test_tau_one_never_reuses_and_equals_always(networks, davis_seq):
+    assert len(davis_seq.object_ids) >= 2
+    _, gate_stats, gate_out = run(networks, davis_seq, PolicyConfig("gate", 1.0))
+    _, always_stats, always_out = run(networks, davis_seq, PolicyConfig("always"))
+    assert gate_stats.reused_object_frames == 0 == always_stats.reused_object_frames
+    assert gate_stats.tracked_object_frames == (len(davis_seq) - 1) * len(davis_seq.object_ids)
+    for a, b in zip(gate_out, always_out):
+        np.testing.assert_array_equal(a.labels, b.labels)
+    # the gate's probabilities were computed for tau = 1, not for "always"
+    assert gate_out[1].p_reuse and not always_out[1].p_reuse
+
+
+def test_negative_tau_always_reuses_after_first_frame(networks, davis_seq):
+    _, stats, out = run(networks, davis_seq, PolicyConfig("gate", -1.0))
+    assert stats.reused_object_frames == stats.tracked_object_frames == (len(davis_seq) - 1) * len(
+        davis_seq.object_ids)
+    assert out[0].paths == {}  # the first frame only initialises
+    assert all(p is TRANSLATE for o in out[1:] for p in o.paths.values())
+
+
+@pytest.mark.parametrize("p_gate, expect", [(0.0, COMPUTE), (1.0, TRANSLATE)])
+def test_forced_gate_switches_modules(networks, davis_seq, monkeypatch, p_gate, expect):
+    model, backbone = networks
+    calls = {"deep_backbone": 0, "translate": 0, "deep_refiner": 0}
+
+    def spy(name, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(model, "reuse_probability", lambda logits: torch.full((logits.shape[0],), p_gate))
+    monkeypatch.setattr(backbone, "forward_deep", spy("deep_backbone", backbone.forward_deep))
+    monkeypatch.setattr(model, "translate", spy("translate", model.translate))
+    monkeypatch.setattr(model, "deep", spy("deep_refiner", model.deep))
+    _, stats, out = run(networks, davis_seq, PolicyConfig("gate", 0.5))
+    tracked = len(davis_seq) - 1
+    n_obj = len(davis_seq.object_ids)
+    assert {p for o in out[1:] for p in o.paths.values()} == {expect}
+    init_deep_refiner = n_obj  # Test_Init on the first frame, once per object
+    init_deep_backbone = 1 + n_obj  # the first frame, then each object's augmented first-frame batch
+    if expect is COMPUTE:
+        # deep backbone once per tracked frame (shared by the objects), never once per object
+        assert calls == {"deep_backbone": init_deep_backbone + tracked, "translate": 0,
+                         "deep_refiner": init_deep_refiner + tracked * n_obj}
+    else:
+        assert calls == {"deep_backbone": init_deep_backbone, "translate": tracked * n_obj,
+                         "deep_refiner": init_deep_refiner}
+
+
+def test_strict_threshold(networks, davis_seq, monkeypatch):
+    model, _ = networks
+    monkeypatch.setattr(model, "reuse_probability", lambda logits: torch.full((logits.shape[0],), 0.7))
+    _, stats, _ = run(networks, davis_seq, PolicyConfig("gate", 0.7))
+    assert stats.reused_object_frames == 0  # reuse iff P_gate > tau, strictly
+
+
+def test_copy_every_k_and_oracle_policies(networks, davis_seq):
+    _, stats, out = run(networks, davis_seq, PolicyConfig("copy", -1.0))
+    assert all(p is COPY for o in out[1:] for p in o.paths.values())
+    for frame in out[1:]:  # copying the previous probability keeps the first frame's labels
+        np.testing.assert_array_equal(frame.labels, out[0].labels)
+    _, stats, out = run(networks, davis_seq, PolicyConfig.of("every-k", k=2))
+    obj = davis_seq.object_ids[0]
+    assert "".join(o.paths[obj].code for o in out[1:]) == "TCTCT"[: len(out) - 1]
+    _, stats, out = run(networks, davis_seq, PolicyConfig("oracle", tau=-1.0))
+    assert stats.reused_object_frames == stats.tracked_object_frames
+    _, stats, out = run(networks, davis_seq, PolicyConfig("oracle", tau=1.0))
+    assert stats.reused_object_frames == 0
+
+
+def test_oracle_needs_ground_truth_everywhere(networks, tmp_path):
+    root = generate_youtubevos(tmp_path / "yt", seed=1, size=(48, 64), num_train=1, num_valid=1, frames=(11, 11))
+    seq = YouTubeVOSDataset(root, "valid").sequence(YouTubeVOSDataset(root, "valid").names[0])
+    with pytest.raises(ConfigError, match="oracle needs ground truth"):
+        run(networks, seq, PolicyConfig("oracle", 0.5))
+
+
+def test_mid_video_objects(networks, tmp_path):
+    root = generate_youtubevos(tmp_path / "yt", seed=0, size=(48, 64), num_train=1, num_valid=2, frames=(16, 16))
+    ds = YouTubeVOSDataset(root, "valid_all")
+    seq = next(s for s in (ds.sequence(n) for n in ds.names) if len({s.start_index(o) for o in s.object_ids}) > 1)
+    late = max(seq.object_ids, key=seq.start_index)
+    start = seq.start_index(late)
+    _, stats, out = run(networks, seq, PolicyConfig("gate", 1.0))
+    assert all(late not in o.labels for o in out[:start])  # absent before its first frame
+    # on its first frame the new object's given mask wins over the older objects
+    np.testing.assert_array_equal(out[start].labels == late, seq.start_mask(late).astype(bool))
+    assert min(stats.objects[late].paths) == start + 1
+    assert stats.objects[late].start_index == start
+
+
+def test_deterministic_under_seed(networks, davis_seq):
+    """The same seed gives the same masks and gate probabilities; another seed (other target-model initial
+    weights and first-frame augmentation) gives other gate probabilities, so the seed is really used."""
+    a = run(networks, davis_seq, PolicyConfig("gate", 0.5), seed=5)[2]
+    b = run(networks, davis_seq, PolicyConfig("gate", 0.5), seed=5)[2]
+    c = run(networks, davis_seq, PolicyConfig("gate", 0.5), seed=6)[2]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.labels, y.labels)
+        assert x.p_reuse == y.p_reuse
+    assert any(x.p_reuse != z.p_reuse for x, z in zip(a, c))
+
+
+def test_flops_counted_per_component(networks, davis_seq):
+    tracker, stats, _ = run(networks, davis_seq, PolicyConfig("gate", 1.0))
+    comps = tracker.flops.by_component
+    assert {"backbone_stride8", "backbone_deep", "object_init", "compute_path", "template_matching_gate"} <= set(comps)
+    assert "reuse_path" not in comps
+    frames = len(davis_seq)
+    per_frame = tracker.flops.cache[("backbone_stride8", (64, 96))]
+    assert comps["backbone_stride8"] == per_frame * frames
+
+
+def test_soft_aggregation_sums_to_one():
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.rand(3, 20, 30, generator=gen)
+    labels, masks = soft_aggregate(probs)
+    p = probs.clamp(1e-7, 1 - 1e-7)
+    full = torch.cat([(1 - p).min(0, keepdim=True).values, p])
+    scores = torch.softmax(full / (1 - full), 0)
+    torch.testing.assert_close(scores.sum(0), torch.ones(20, 30))
+    assert torch.equal(masks.sum(0), scores.max(0).values)  # only the winning channel keeps its score
+    assert torch.equal(labels, scores.argmax(0))
+    one = torch.tensor([[[0.2, 0.5, 0.51, 0.9]]])
+    assert soft_aggregate(one)[0].tolist() == [[0, 0, 1, 1]]  # one object: label iff p > 0.5
+
+
+def test_network_size_round_trip_to_the_original_resolution(networks, davis_seq, monkeypatch):
+    """EngineConfig.size (evaluate.py / demo.py --size H W): the networks see H x W frames; the labels come at
+    the original size from the object probabilities upsampled bilinearly and merged there."""
+    import cv2
+    import torch.nn.functional as F
+
+    model, backbone = networks
+    tracker = InferenceEngine(model, backbone, EngineConfig(size=(32, 48)))
+    seen, init_masks = [], []
+    frame_features, init_object = tracker.frame_features, tracker.init_object
+    monkeypatch.setattr(tracker, "frame_features", lambda image: seen.append(tuple(image.shape)) or
+                        frame_features(image))
+
+    def spy_init(obj_id, index, image, mask, feats):
+        init_masks.append(mask)
+        return init_object(obj_id, index, image, mask, feats)
+
+    monkeypatch.setattr(tracker, "init_object", spy_init)
+    outputs = []
+    track_sequence(tracker, davis_seq, PolicyConfig("gate", 0.7), on_frame=outputs.append)
+    probs = [{k: v.clone() for k, v in out.result.probs.items()} for out in outputs]
+    height, width = davis_seq.image_size()
+    assert set(seen) == {(1, 3, 32, 48)}
+    start = davis_seq.start_mask(davis_seq.object_ids[0]).astype(np.uint8)
+    assert np.array_equal(init_masks[0], cv2.resize(start, (48, 32), interpolation=cv2.INTER_NEAREST))
+    for out, frame_probs in zip(outputs, probs):
+        assert out.labels.shape == (height, width)
+        assert all(p.shape == (32, 48) for p in frame_probs.values())
+        full = out.probabilities()
+        assert sorted(full) == sorted(frame_probs) and all(p.shape == (height, width) for p in full.values())
+        ids = sorted(frame_probs)
+        up = F.interpolate(torch.stack([frame_probs[i] for i in ids])[:, None], (height, width), mode="bilinear",
+                           align_corners=False)[:, 0].clamp(0, 1)
+        labels, _ = soft_aggregate(up)
+        expected = np.array([0] + ids, dtype=np.uint8)[labels.numpy()]
+        np.testing.assert_array_equal(out.labels, expected)
+    # the native size is the default path, bit for bit
+    _, _, native = run(networks, davis_seq, PolicyConfig("gate", 0.7))
+    _, _, same = run(networks, davis_seq, PolicyConfig("gate", 0.7), size=(height, width))
+    for a, b in zip(native, same):
+        np.testing.assert_array_equal(a.labels, b.labels)
+    with pytest.raises(ConfigError, match="--size"):
+        EngineConfig(size=(16, 48))
+
+
+# --- the session API on plain arrays -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip(davis_seq):
+    """(frames as RGB arrays, the first frame's map of object ids) of the 2-object sequence."""
+    frames = [davis_seq.image(i) for i in range(len(davis_seq))]
+    ids = np.zeros(frames[0].shape[:2], np.uint8)
+    for obj_id in davis_seq.object_ids:
+        ids[davis_seq.start_mask(obj_id) > 0] = obj_id
+    return frames, ids
+
+
+def _engine(networks):
+    return InferenceEngine(*networks, EngineConfig())
+
+
+def test_a_session_takes_an_id_map_or_masks_by_id_and_arrays_or_tensors(networks, clip, davis_seq):
+    frames, ids = clip
+    by_map = _engine(networks).new_session(PolicyConfig("gate", 0.5))
+    by_dict = _engine(networks).new_session(PolicyConfig("gate", 0.5))
+    expected = track_sequence(_engine(networks), davis_seq, PolicyConfig("gate", 0.5))
+    first = by_map.step(frames[0], ids)
+    assert first.paths == {} and sorted(by_map.objects) == list(davis_seq.object_ids)
+    by_dict.step(torch.from_numpy(frames[0]), {i: ids == i for i in davis_seq.object_ids})
+    for index, frame in enumerate(frames[1:], start=1):
+        a, b = by_map.step(frame), by_dict.step(torch.from_numpy(frame))
+        assert a.index == index and set(a.paths) == set(davis_seq.object_ids)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        assert a.p_reuse == b.p_reuse
+    assert by_map.stats.objects.keys() == expected.objects.keys()
+    for obj_id, history in expected.objects.items():  # a dataset-free session decides as track_sequence does
+        assert by_map.stats.objects[obj_id].paths == history.paths
+
+
+def test_frames_without_objects_give_empty_labels_and_objects_join_later(networks, clip):
+    frames, ids = clip
+    session = _engine(networks).new_session(PolicyConfig("gate", 1.0))
+    empty = session.step(frames[0])
+    assert not empty.labels.any() and empty.paths == {} and empty.result is None
+    session.step(frames[1], {1: ids == 1})
+    out = session.step(frames[2], {2: ids == 2})
+    assert set(out.paths) == {1} and (out.labels == 2).any()  # object 2 starts here: its mask, no path yet
+    out = session.step(frames[3])
+    assert set(out.paths) == {1, 2}
+    session.remove_object(1)
+    out = session.step(frames[4])
+    assert set(out.paths) == {2} and not (out.labels == 1).any()
+    assert session.stats.objects[1].start_index == 1 and max(session.stats.objects[1].paths) == 3
+
+
+@pytest.mark.parametrize("image, masks, message", [
+    (np.zeros((64, 96), np.uint8), None, "must be an .H, W, 3. uint8 RGB array"),
+    (np.zeros((64, 96, 3), np.float32), None, "must be an .H, W, 3. uint8 RGB array"),
+    (None, {1: np.ones((32, 96), bool)}, "mask of object 1 has shape"),
+    (None, {1: np.zeros((64, 96), bool)}, "mask of object 1 is empty"),
+    (None, {300: np.ones((64, 96), bool)}, "object ids are 1..255"),
+    (None, np.zeros((64, 96), np.uint8), "has no object"),
+])
+def test_bad_session_input_is_a_config_error(networks, clip, image, masks, message):
+    frames, _ = clip
+    session = _engine(networks).new_session()
+    with pytest.raises(ConfigError, match=message):
+        session.step(frames[0] if image is None else image, masks)
+
+
+def test_an_object_id_cannot_start_twice(networks, clip):
+    frames, ids = clip
+    session = _engine(networks).new_session()
+    session.step(frames[0], {1: ids == 1})
+    with pytest.raises(ConfigError, match="object 1 is already tracked"):
+        session.step(frames[1], {1: ids == 1})
+    with pytest.raises(ConfigError, match="object 7 is not in the session"):
+        session.remove_object(7)
+
+
+def test_clones_are_independent_and_may_take_another_policy(networks, clip):
+    frames, ids = clip
+    session = _engine(networks).new_session(PolicyConfig("gate", 1.0))
+    session.step(frames[0], ids)
+    twin, reusing = session.clone(), session.clone(PolicyConfig("gate", -1.0))
+    applied = session.objects[1].target.frame_count
+    a = session.step(frames[1])
+    assert session.objects[1].target.frame_count == applied + 1  # the computed frame applied the target model
+    assert twin.objects[1].target.frame_count == applied and twin.index == 1  # the clone did not move
+    b = twin.step(frames[1])
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert all(p is COMPUTE for p in a.paths.values())
+    assert all(p is TRANSLATE for p in reusing.step(frames[1]).paths.values())
+    assert reusing.policy_config.tau == -1.0 and session.policy_config.tau == 1.0
