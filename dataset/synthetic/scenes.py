@@ -1,92 +1,31 @@
-"""Deterministic synthetic videos, written in the real DAVIS 2017 and YouTube-VOS 2018 on-disk layouts.
+"""Synthetic videos in memory: textures, shapes, motion regimes, occlusions, and :func:`render_video`.
 
-The generated trees are read by the project's ordinary dataset readers, so training, inference and
-scoring can run end to end without any downloaded data. Every video is a pure function of
-``(seed, format, split, index)``: the same arguments give byte-identical files.
-
-Content is built to give a reuse gate something to learn:
-
-* textured backgrounds (colour gradients, stripes / checkers / rings / blobs, fixed fine noise) and
-  textured objects of several shape kinds (``ellipse``, ``polygon``, ``star``, ``roundrect``);
-* motion in segments of three regimes. ``regimes[t]`` describes the step from frame ``t - 1`` to
-  frame ``t`` (``regimes[0]`` is the regime of the first segment; frame 0 has no predecessor):
-
-  - ``still``: nothing moves, frame ``t`` is pixel-identical to frame ``t - 1`` and so is its mask;
-  - ``slow``: objects move about 1 px per frame (0.7-1.3), tiny scale and rotation changes;
-  - ``fast``: objects jump 8-15 px per frame, with larger scale / rotation / heading changes;
-
-  on some moving segments the camera pans slightly (the whole background shifts);
-* occlusions: objects have a fixed z-order, and in every multi-object video a larger convex object is
-  steered over a smaller one for a while, so the smaller one is partly (often briefly fully) hidden;
-* for YouTube-VOS, objects that first appear in the middle of a video (on an annotated 5-stride frame).
-
-Every object is visible on its first frame, and the objects never cover the whole image.
-``<out>/synthetic_meta.json`` records the generation: seed, size and, per sequence, the per-frame
-regimes, camera offsets, mask IoU with the previous frame and, per object, its shape kind, first
-frame, z-order and per-frame visible / unoccluded pixel counts.
-
-Command line::
-
-    python -m dataset.synthetic --format davis2017 --out data/synthetic-davis
-    python -m dataset.synthetic --format youtubevos --out data/synthetic-ytvos --seed 3 --size 96 160
+Every video is a pure function of its seed (see the package docstring for what the content is built to show).
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import io
 import math
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
-from PIL import Image
 
-from base.errors import ConfigError, ReuseVOSError
-from base.io import atomic_write_bytes, atomic_write_json, atomic_write_text, encode_index_png
-
-__all__ = [
-    "FORMATS",
-    "REGIMES",
-    "SHAPE_KINDS",
-    "SyntheticObject",
-    "SyntheticVideo",
-    "generate",
-    "generate_davis2017",
-    "generate_youtubevos",
-    "main",
-    "render_video",
-]
+from base.errors import ConfigError
 
 PathLike = Union[str, Path]
 SeedLike = Union[int, Sequence[int], np.random.Generator]
 
-FORMATS = ("davis2017", "youtubevos")
 REGIMES = ("still", "slow", "fast")
 SHAPE_KINDS = ("ellipse", "polygon", "star", "roundrect")
-JPEG_QUALITY = 95
-YTVOS_STRIDE = 5
-GENERATOR_VERSION = 1
 
 # px per frame of each regime (object motion, camera pan)
 SLOW_SPEED = (0.7, 1.3)
 FAST_SPEED = (8.0, 15.0)
 SLOW_PAN = (0.3, 0.8)
 FAST_PAN = (1.0, 2.5)
-
-# the top-level entries each format writes (removed on --overwrite of an earlier synthetic tree)
-_FORMAT_ENTRIES = {
-    "davis2017": ("JPEGImages", "Annotations", "ImageSets", "synthetic_meta.json"),
-    "youtubevos": ("train", "valid", "train_all_frames", "valid_all_frames", "jjval.txt", "jjtrain.txt",
-                   "synthetic_meta.json"),
-}
-_FORMAT_CODE = {"davis2017": 2017, "youtubevos": 2018}
-_SPLIT_CODE = {"train": 1, "val": 2, "valid": 2}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -192,7 +131,7 @@ class SyntheticVideo:
                 "kind": o.kind,
                 "category": o.kind,
                 "first_frame": o.first_frame,
-                "first_frame_name": _frame_name(o.first_frame),
+                "first_frame_name": frame_name(o.first_frame),
                 "z": o.z,
                 "pixels": list(o.pixels),
                 "unoccluded_pixels": list(o.unoccluded_pixels),
@@ -201,7 +140,7 @@ class SyntheticVideo:
         return {
             "num_frames": self.num_frames,
             "size": list(self.size),
-            "frames": [_frame_name(t) for t in range(self.num_frames)],
+            "frames": [frame_name(t) for t in range(self.num_frames)],
             "regimes": list(self.regimes),
             "camera": [[round(float(x), 3), round(float(y), 3)] for x, y in self.camera],
             "mask_iou_prev": [_round(v) for v in iou],
@@ -213,7 +152,7 @@ def _round(v: Optional[float]) -> Optional[float]:
     return None if v is None else round(float(v), 6)
 
 
-def _frame_name(t: int) -> str:
+def frame_name(t: int) -> str:
     return f"{t:05d}"
 
 
@@ -668,329 +607,3 @@ def render_video(seed: SeedLike, *, size: Tuple[int, int] = (120, 216), num_fram
         for o in scene.objs)
     return SyntheticVideo(name=name, images=images, masks=masks, regimes=tuple(scene.regimes),
                           objects=objects, camera=cams)
-
-
-# ------------------------------------------------------------------------------------------------
-# Writing datasets
-# ------------------------------------------------------------------------------------------------
-
-
-def _encode_jpeg(img: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8)).save(buf, format="JPEG", quality=JPEG_QUALITY)
-    return buf.getvalue()
-
-
-def _check_range(name: str, value: Sequence[int], lo: int) -> Tuple[int, int]:
-    try:
-        a, b = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be two integers (min, max), got {value!r}") from None
-    if a < lo or b < a:
-        raise ConfigError(f"{name} must satisfy {lo} <= min <= max, got ({a}, {b})")
-    return a, b
-
-
-def _check_size(size: Sequence[int]) -> Tuple[int, int]:
-    try:
-        h, w = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise ConfigError(f"size must be two integers (H, W), got {size!r}") from None
-    if not (32 <= h <= 4096 and 32 <= w <= 4096):
-        raise ConfigError(f"size must be between 32x32 and 4096x4096 (H W), got {h} {w}")
-    return h, w
-
-
-def _check_counts(counts: Sequence[int]) -> None:
-    if any(int(c) < 0 for c in counts) or sum(int(c) for c in counts) < 1:
-        raise ConfigError(f"numbers of videos must be >= 0 and not all 0, got {list(counts)}")
-
-
-def _prepare_out(out_dir: PathLike, fmt: str, overwrite: bool) -> Path:
-    """Make the output folder; refuse a non-empty one unless ``overwrite``.
-
-    With ``overwrite``, the entries this format writes are removed first only when the folder holds
-    an earlier synthetic tree (``synthetic_meta.json``); other files are never deleted.
-    """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError("output path exists and is not a folder", out)
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError("output folder is not empty (pass --overwrite / overwrite=True to write "
-                              "into it)", out)
-        if (out / "synthetic_meta.json").is_file():
-            for entry in _FORMAT_ENTRIES[fmt]:
-                p = out / entry
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p)
-                elif p.exists() or p.is_symlink():
-                    p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _video_seeds(seed: int, fmt: str, split: str, index: int) -> Tuple[np.random.Generator, List[int]]:
-    """(planning rng, content seed) of one video: independent of every other video."""
-    base = [int(seed) & 0xFFFFFFFF, _FORMAT_CODE[fmt], _SPLIT_CODE[split], int(index)]
-    return np.random.default_rng(base + [0]), base + [1]
-
-
-def _lines(names: Sequence[str]) -> str:
-    return "".join(f"{n}\n" for n in names)
-
-
-def _meta_header(fmt: str, seed: int, size: Tuple[int, int]) -> dict:
-    return {
-        "generator": "reuse-vos dataset.synthetic",
-        "version": GENERATOR_VERSION,
-        "format": fmt,
-        "seed": int(seed),
-        "size": [int(size[0]), int(size[1])],
-        "regimes": {"still": 0.0, "slow": list(SLOW_SPEED), "fast": list(FAST_SPEED),
-                    "note": "regimes[t] is the motion from frame t-1 to t (px/frame of objects)"},
-        "splits": {},
-        "sequences": {},
-    }
-
-
-def generate_davis2017(out_dir: PathLike, *, seed: int = 0, size: Sequence[int] = (120, 216),
-                       num_train: int = 4, num_val: int = 3, frames: Sequence[int] = (24, 40),
-                       objects: Sequence[int] = (2, 3), single_object_videos: int = 1,
-                       overwrite: bool = False, log: Optional[Callable[[str], None]] = None) -> Path:
-    """Write a synthetic DAVIS 2017 tree (also usable as DAVIS 2016: same split files).
-
-    Layout: ``JPEGImages/480p/<seq>/00000.jpg ...``, ``Annotations/480p/<seq>/00000.png ...`` (every
-    frame, palette PNGs, ids 1..N), ``ImageSets/2017/{train,val}.txt``,
-    ``ImageSets/2016/{train,val}.txt`` and ``synthetic_meta.json``. All objects start on frame 0.
-
-    Args:
-        out_dir: output folder (created; must be empty unless ``overwrite``).
-        seed: generation seed.
-        size: (H, W) of the frames.
-        num_train, num_val: sequences per split.
-        frames: (min, max) frames per sequence.
-        objects: (min, max) objects per sequence.
-        single_object_videos: the first that many sequences of each split hold one object.
-        overwrite: write into a non-empty folder.
-        log: called with one line per thing written.
-
-    Returns:
-        the output folder.
-    """
-    size = _check_size(size)
-    frames = _check_range("frames", frames, 1)
-    objects = _check_range("objects", objects, 1)
-    _check_counts([num_train, num_val])
-    out = _prepare_out(out_dir, "davis2017", overwrite)
-    meta = _meta_header("davis2017", seed, size)
-    for split, count in (("train", num_train), ("val", num_val)):
-        names = []
-        n_frames = 0
-        for i in range(count):
-            plan, content = _video_seeds(seed, "davis2017", split, i)
-            t_count = int(plan.integers(frames[0], frames[1] + 1))
-            n_obj = 1 if i < single_object_videos else int(plan.integers(objects[0], objects[1] + 1))
-            name = f"synth-{split}-{i:02d}"
-            video = render_video(content, size=size, num_frames=t_count, num_objects=n_obj, name=name)
-            for t in range(t_count):
-                atomic_write_bytes(out / "JPEGImages" / "480p" / name / f"{_frame_name(t)}.jpg",
-                                   _encode_jpeg(video.images[t]))
-                atomic_write_bytes(out / "Annotations" / "480p" / name / f"{_frame_name(t)}.png",
-                                   encode_index_png(video.masks[t]))
-            entry = video.describe()
-            entry["split"] = split
-            meta["sequences"][name] = entry
-            names.append(name)
-            n_frames += t_count
-        for year in (2016, 2017):
-            atomic_write_text(out / "ImageSets" / str(year) / f"{split}.txt", _lines(names))
-        meta["splits"][split] = names
-        if log:
-            log(f"{split}: {len(names)} sequence(s), {n_frames} frames + annotations in JPEGImages/480p, "
-                f"Annotations/480p; ImageSets/2016,2017/{split}.txt")
-    atomic_write_json(out / "synthetic_meta.json", meta)
-    if log:
-        log("synthetic_meta.json: seed, size, per-frame regimes, mask IoU, object visibility")
-    return out
-
-
-def _video_id(seed: int, split: str, index: int, taken: set) -> str:
-    k = 0
-    while True:
-        vid = hashlib.sha256(f"reuse-vos-synthetic:{seed}:{split}:{index}:{k}".encode()).hexdigest()[:10]
-        if vid not in taken:
-            taken.add(vid)
-            return vid
-        k += 1  # pragma: no cover
-
-
-def generate_youtubevos(out_dir: PathLike, *, seed: int = 0, size: Sequence[int] = (120, 216),
-                        num_train: int = 6, num_valid: int = 3, frames: Sequence[int] = (30, 50),
-                        objects: Sequence[int] = (2, 3), single_object_videos: int = 1,
-                        overwrite: bool = False, log: Optional[Callable[[str], None]] = None) -> Path:
-    """Write a synthetic YouTube-VOS 2018 tree.
-
-    Layout, for ``split`` in ``train`` / ``valid``: ``<split>/JPEGImages/<vid>/<frame>.jpg`` (every 5th
-    frame, named by the 5-digit original frame number), ``<split>_all_frames/JPEGImages/<vid>/`` (every
-    frame), ``<split>/Annotations/<vid>/<frame>.png`` and ``<split>/meta.json``. ``train`` has an
-    annotation on every 5-stride frame and its meta lists, per object, the 5-stride frames where it is
-    present; ``valid`` has annotations only on frames where an object first appears (holding only those
-    objects) and its meta lists the 5-stride frames from the object's first appearance to the end. Also
-    ``jjval.txt`` / ``jjtrain.txt`` (a disjoint split of the train videos) and ``synthetic_meta.json``.
-
-    Videos with an odd index (in each split) hold one object that first appears mid-video; the first
-    ``single_object_videos`` videos of each split hold one object.
-
-    Args: as :func:`generate_davis2017` (``frames`` counts all frames; ``num_valid`` the valid videos).
-
-    Returns:
-        the output folder.
-    """
-    size = _check_size(size)
-    frames = _check_range("frames", frames, 1)
-    objects = _check_range("objects", objects, 1)
-    _check_counts([num_train, num_valid])
-    out = _prepare_out(out_dir, "youtubevos", overwrite)
-    meta = _meta_header("youtubevos", seed, size)
-    taken: set = set()
-    train_names: List[str] = []
-    for split, count in (("train", num_train), ("valid", num_valid)):
-        ytmeta: Dict[str, dict] = {}
-        order: List[Tuple[int, str]] = []
-        n_all = n_strided = n_ann = 0
-        for i in range(count):
-            plan, content = _video_seeds(seed, "youtubevos", split, i)
-            t_count = int(plan.integers(frames[0], frames[1] + 1))
-            n_obj = 1 if i < single_object_videos else int(plan.integers(objects[0], objects[1] + 1))
-            strided = list(range(0, t_count, YTVOS_STRIDE))
-            firsts = [0] * n_obj
-            if i % 2 == 1 and n_obj >= 2 and len(strided) >= 2:
-                # an object appearing mid-video on an annotated frame, in the first half of the video
-                last = max(1, (len(strided) - 1) // 2 + 1)
-                firsts[-1] = strided[int(plan.integers(1, last + 1))]
-            vid = _video_id(seed, split, i, taken)
-            video = render_video(content, size=size, num_frames=t_count, num_objects=n_obj,
-                                 first_frames=firsts, name=vid)
-            for t in range(t_count):
-                jpg = _encode_jpeg(video.images[t])
-                atomic_write_bytes(out / f"{split}_all_frames" / "JPEGImages" / vid / f"{_frame_name(t)}.jpg",
-                                   jpg)
-                n_all += 1
-                if t % YTVOS_STRIDE == 0:
-                    atomic_write_bytes(out / split / "JPEGImages" / vid / f"{_frame_name(t)}.jpg", jpg)
-                    n_strided += 1
-            objs: Dict[str, dict] = {}
-            for o in video.objects:
-                if split == "train":
-                    listed = [t for t in strided if o.pixels[t] > 0]
-                else:
-                    listed = [t for t in strided if t >= o.first_frame]
-                objs[str(o.obj_id)] = {"category": o.kind, "frames": [_frame_name(t) for t in listed]}
-            ytmeta[vid] = {"objects": objs}
-            for t in strided:
-                labels = video.masks[t]
-                if split == "valid":
-                    starting = [o.obj_id for o in video.objects if o.first_frame == t]
-                    if not starting:
-                        continue
-                    labels = np.where(np.isin(labels, starting), labels, 0).astype(np.uint8)
-                atomic_write_bytes(out / split / "Annotations" / vid / f"{_frame_name(t)}.png",
-                                   encode_index_png(labels))
-                n_ann += 1
-            entry = video.describe()
-            entry["split"] = split
-            entry["annotated_frames"] = [_frame_name(t) for t in strided]
-            meta["sequences"][vid] = entry
-            order.append((i, vid))
-        names = sorted(v for _, v in order)
-        atomic_write_json(out / split / "meta.json", {"videos": {v: ytmeta[v] for v in names}})
-        meta["splits"][split] = names
-        if split == "train":
-            train_names = names
-            jjval = sorted(v for i, v in order if count >= 2 and i % 3 == 0)
-            meta["splits"]["jjval"] = jjval
-            meta["splits"]["jjtrain"] = [v for v in names if v not in jjval]
-        if log:
-            log(f"{split}: {len(names)} video(s), {n_strided} frames in {split}/JPEGImages, {n_all} in "
-                f"{split}_all_frames/JPEGImages, {n_ann} annotations, {split}/meta.json")
-    atomic_write_text(out / "jjval.txt", _lines(meta["splits"]["jjval"]))
-    atomic_write_text(out / "jjtrain.txt", _lines(meta["splits"]["jjtrain"]))
-    if log:
-        log(f"jjval.txt ({len(meta['splits']['jjval'])} videos), jjtrain.txt "
-            f"({len(meta['splits']['jjtrain'])} videos): a split of the {len(train_names)} train videos")
-    atomic_write_json(out / "synthetic_meta.json", meta)
-    if log:
-        log("synthetic_meta.json: seed, size, per-frame regimes, mask IoU, object visibility")
-    return out
-
-
-def generate(format: str, out_dir: PathLike, **kwargs) -> Path:
-    """Write a synthetic dataset of ``format`` (``davis2017`` or ``youtubevos``) into ``out_dir``."""
-    if format == "davis2017":
-        return generate_davis2017(out_dir, **kwargs)
-    if format == "youtubevos":
-        return generate_youtubevos(out_dir, **kwargs)
-    raise ConfigError(f"unknown synthetic dataset format {format!r}; expected one of {', '.join(FORMATS)}")
-
-
-# ------------------------------------------------------------------------------------------------
-# Command line
-# ------------------------------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m dataset.synthetic",
-        description="Write a deterministic synthetic video dataset in the DAVIS 2017 or YouTube-VOS 2018 "
-                    "on-disk layout.")
-    p.add_argument("--format", required=True, choices=FORMATS, help="on-disk layout to write")
-    p.add_argument("--out", required=True, help="output folder (must be empty unless --overwrite)")
-    p.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=(120, 216),
-                   help="frame size (default 120 216)")
-    p.add_argument("--num-videos", type=int, nargs="+", metavar="N",
-                   help="videos per split: TRAIN [VAL] (one number: the same for both; default "
-                        "davis2017 4 3, youtubevos 6 3)")
-    p.add_argument("--frames", type=int, nargs=2, metavar=("MIN", "MAX"),
-                   help="frames per video (default davis2017 24 40; youtubevos 30 50, all frames)")
-    p.add_argument("--objects", type=int, nargs=2, metavar=("MIN", "MAX"),
-                   help="objects per video (default 2 3; the first video of each split has one)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
-    return p
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
-    header = [f"wrote a synthetic {args.format} dataset (seed {args.seed}, {args.size[0]}x{args.size[1]}) "
-              f"to {args.out}:"]
-
-    def log(line: str) -> None:
-        while header:
-            print(header.pop(), flush=True)
-        print(f"  {line}", flush=True)
-
-    kwargs: Dict[str, object] = {"seed": args.seed, "size": tuple(args.size), "overwrite": args.overwrite,
-                                 "log": log}
-    if args.num_videos is not None:
-        if len(args.num_videos) > 2:
-            print("error: --num-videos takes one or two numbers (TRAIN [VAL])", file=sys.stderr)
-            return 2
-        train = args.num_videos[0]
-        val = args.num_videos[1] if len(args.num_videos) == 2 else train
-        kwargs["num_train"] = train
-        kwargs["num_val" if args.format == "davis2017" else "num_valid"] = val
-    if args.frames is not None:
-        kwargs["frames"] = tuple(args.frames)
-    if args.objects is not None:
-        kwargs["objects"] = tuple(args.objects)
-    try:
-        generate(args.format, args.out, **kwargs)
-    except ReuseVOSError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
