@@ -92,3 +92,17 @@ def random_features() -> Callable[..., Dict[str, torch.Tensor]]:
                 for key, size in _feature_grid(height, width).items()}
 
     return make
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """A project-format G-FRTM ResNet-18 checkpoint of seeded random weights (for the CLI tests)."""
+    from lib.tools.checkpoint import save_model
+    from models.gfrtm import GFRTM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = GFRTM("resnet18")
+    path = tmp_path_factory.mktemp("ckpt") / "random_rn18.pth"
+    save_model(path, model)
+    return path

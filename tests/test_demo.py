@@ -10,26 +10,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import demo as demo_cli
 from base.io import write_index_png
-from lib.tools.checkpoint import save_model
-from models.gfrtm import GFRTM
 from tests.cli import call
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 64, 96
 N = 6
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "random_rn18.pth"
-    save_model(path, GFRTM("resnet18"))
-    return path
 
 
 def synthetic_frames(n: int = N):

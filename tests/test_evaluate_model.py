@@ -10,14 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import evaluate as evaluate_cli
 from dataset.registry import open_eval_dataset
 from dataset.synthetic import generate_youtubevos
-from lib.tools.checkpoint import save_model
-from models.gfrtm import GFRTM
 from tests.cli import call
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,14 +22,6 @@ SAMPLE = ROOT / "data/samples/davis2016-sample"
 SHIPPED_ROLLERBLADE_MIN = 0.55  # measured 0.695 when shipped (rollerblade is a training sequence)
 RUN_KEYS = ("tau", "policy", "J&F-Mean", "J-Mean", "F-Mean", "fps", "fps_tracking", "reuse_rate",
             "reuse_rate_official", "gflops_per_frame", "frames", "sequences")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "random_rn18.pth"
-    save_model(path, GFRTM("resnet18"))
-    return path
 
 
 def evaluate(*args, script: bool = False):

@@ -48,21 +48,6 @@ RESULTS: List[Tuple[str, float, float]] = []
 
 
 @pytest.fixture(scope="module")
-def inputs(load_official) -> Dict:
-    return load_official("inputs.pt")
-
-
-@pytest.fixture(scope="module")
-def outputs(load_official) -> Dict:
-    return load_official("outputs.pt")
-
-
-@pytest.fixture(scope="module")
-def tm(load_official) -> Dict:
-    return load_official("target_model.pt")
-
-
-@pytest.fixture(scope="module")
 def model(inputs, official_checkpoint) -> GFRTM:
     net, _ = build_model_from_checkpoint(official_checkpoint, ftext=inputs["__meta__"]["ftext"])
     return net
@@ -175,7 +160,7 @@ def test_tracking_step_from_stored_features(model, inputs, outputs, seeded_backb
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("path_name", list(PATHS))
-def test_process_frame_from_the_image(model, inputs, outputs, seeded_backbone, path_name, layout):
+def test_session_step_from_the_image(model, inputs, outputs, seeded_backbone, path_name, layout):
     """The whole per-frame path from the RGB frame (``InferenceSession.step``): backbone, tracking,
     merging, labels. Needs the fixture's backbone (seeded rebuild, README)."""
     backbone, same_backbone = seeded_backbone

@@ -38,16 +38,6 @@ def _print_table():
 
 
 @pytest.fixture(scope="module")
-def inputs(load_official) -> Dict:
-    return load_official("inputs.pt")
-
-
-@pytest.fixture(scope="module")
-def outputs(load_official) -> Dict:
-    return load_official("outputs.pt")
-
-
-@pytest.fixture(scope="module")
 def model(official_checkpoint) -> GFRTM:
     net, _ = build_model_from_checkpoint(official_checkpoint, ftext="resnet18")
     return net

@@ -61,16 +61,6 @@ def print_diff_table():
 
 
 @pytest.fixture(scope="module")
-def tm(load_official):
-    return load_official("target_model.pt")
-
-
-@pytest.fixture(scope="module")
-def inputs(load_official):
-    return load_official("inputs.pt")
-
-
-@pytest.fixture(scope="module")
 def config(tm) -> TargetModelConfig:
     """The evaluation preset, cross-checked against the fixture's hyper-parameters."""
     hp = tm["__meta__"]["hyper_parameters"]

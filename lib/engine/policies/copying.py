@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from lib.engine.paths import COMPUTE, COPY, PathKind
+from lib.engine.paths import COMPUTE, COPY
 from lib.engine.policies import register
-from lib.engine.policies.base import ObjectFrame, Policy
+from lib.engine.policies.gate import GatePolicy
 
 
 @register
-class CopyPolicy(Policy):
+class CopyPolicy(GatePolicy):
+    """The gate's decision with the copy path in place of the translate path."""
+
     name = "copy"
     summary = "copy the previous mask iff P_gate > tau, else compute"
     paths = (COMPUTE, COPY)
-    needs_gate = True
-
-    def decide(self, frame: ObjectFrame) -> PathKind:
-        assert frame.p_gate is not None, "the copy policy needs P_gate"
-        return COPY if frame.p_gate > self.tau else COMPUTE
+    reuse_path = COPY

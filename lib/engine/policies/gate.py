@@ -13,7 +13,8 @@ class GatePolicy(Policy):
     summary = "translate iff P_gate > tau, else compute (the paper)"
     paths = (COMPUTE, TRANSLATE)
     needs_gate = True
+    reuse_path: PathKind = TRANSLATE  # taken iff P_gate > tau
 
     def decide(self, frame: ObjectFrame) -> PathKind:
-        assert frame.p_gate is not None, "the gate policy needs P_gate"
-        return TRANSLATE if frame.p_gate > self.tau else COMPUTE
+        assert frame.p_gate is not None, f"the {self.name} policy needs P_gate"
+        return self.reuse_path if frame.p_gate > self.tau else COMPUTE

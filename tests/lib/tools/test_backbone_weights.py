@@ -13,18 +13,7 @@ import torchvision.models._api
 from base.errors import CheckpointError, ConfigError
 from lib.tools.checkpoint import build_backbone, imagenet_weights_file
 from models.backbone import FeatureExtractor
-
-
-def _resnet18_state(seed: int) -> dict:
-    torch.manual_seed(seed)
-    return torchvision.models.resnet18(weights=None).state_dict()
-
-
-def _assert_same_weights(extractor: FeatureExtractor, state: dict) -> None:
-    own = extractor.resnet.state_dict()
-    assert set(own) == {k for k in state if not k.startswith("fc.")}
-    for key, value in own.items():
-        assert torch.equal(value, state[key]), key
+from tests.models.test_backbone import _assert_same_weights, _resnet18_state
 
 
 def _offline(url, *args, **kwargs):
