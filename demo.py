@@ -26,9 +26,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+import torch
+
+from base.background import BackgroundWriter, prefetch, spare_cpu_cores
 from base.errors import ConfigError
 from base.io import atomic_write_json, write_index_png
 from dataset.custom import CustomVideo, open_custom_video
@@ -36,6 +40,7 @@ from lib.engine.policies import add_policy_flags, policy_class, policy_from_args
 from lib.tools.cli import (
     SHIPPED_MODEL,
     add_model_flags,
+    add_overlap_flag,
     add_runtime_flags,
     apply_threads,
     load_model_from_args,
@@ -58,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="reuse threshold: reuse iff P_gate > tau (1 never reuses)")
     add_policy_flags(parser, exclude=set(policy_names()) - set(DEMO_POLICIES))
     add_runtime_flags(parser)
+    add_overlap_flag(parser)
     parser.add_argument("--resize-mask", action="store_true",
                         help="nearest-resize a mask whose size differs from the frames' (else an error)")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="only the first N frames")
@@ -86,24 +92,31 @@ def segment_video(video: CustomVideo, args, out_dir: Path) -> Dict[str, object]:
     colours = object_colours(video.mask.object_ids)
     writer = OverlayWriter(out_dir / "overlay.mp4", out_dir / "overlay.gif", args.fps or video.fps, video.size,
                            video.num_frames)
+    overlap = spare_cpu_cores(torch.get_num_threads(), device.type) if args.overlap_io is None else args.overlap_io
+    start = time.perf_counter()
     try:
-        for k, (name, image) in enumerate(video.frames()):
-            out = session.step(image, video.mask.labels if k == 0 else None)  # every object starts on frame 0
-            write_index_png(masks_dir / f"{name}.png", out.labels)
-            writer.add(overlay_frame(image, out.labels, colours))
+        # with overlap, frames are decoded ahead and masks / overlays encoded behind the networks (one writer
+        # thread keeps the overlay frames in order)
+        with BackgroundWriter(threaded=overlap) as background:
+            for k, (name, image) in enumerate(prefetch(video.frames(), depth=2 if overlap else 0)):
+                out = session.step(image, video.mask.labels if k == 0 else None)  # every object starts on frame 0
+                background.submit(write_index_png, masks_dir / f"{name}.png", out.labels)
+                background.submit(lambda image=image, labels=out.labels: writer.add(
+                    overlay_frame(image, labels, colours)))
     except BaseException:
         writer.abort()
         raise
     writer.close()
     stats = session.stats
     record = sequence_record(stats)
+    record["wall_seconds"] = time.perf_counter() - start
     measured = speed_and_reuse([record])
     height, width = video.size
     return {
         "video": str(video.source), "mask": video.mask.how, "objects": list(video.mask.object_ids),
         "size": [height, width], "network_size": list(size) if size else [height, width],
         "model": str(args.model), "backbone": model.ftext, "pretrained": loaded.pretrained,
-        "device": str(device), "policy": policy.label(), "tau": policy.tau, **measured,
+        "device": str(device), "policy": policy.label(), "tau": policy.tau, "overlap_io": overlap, **measured,
         "reused_object_frames": stats.reused_object_frames, "tracked_object_frames": stats.tracked_object_frames,
         "paths": {obj: o["paths"] for obj, o in record["objects"].items()},
     }

@@ -33,6 +33,7 @@ from lib.evaluation.summary import score_run, write_summary
 from lib.tools.cli import (
     add_dataset_root_flags,
     add_model_flags,
+    add_overlap_flag,
     add_runtime_flags,
     apply_threads,
     load_model_from_args,
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="target-model GN/CG iterations: the official evaluation's fast mode "
                             "(init 5,10,10,10; update 5) or the full one (init 5,10,10,10,10; update 10)")
     model.add_argument("--no-flops", action="store_true", help="do not measure FLOPs")
+    add_overlap_flag(model)
     add_runtime_flags(model)
     model.add_argument("--overwrite", action="store_true", help="recompute sequences finished earlier")
     return parser
@@ -111,7 +113,8 @@ def model_mode(args) -> int:
     runs = []
     for policy in policies:
         spec = RunSpec(args.dset, policy.label(), policy.tau, out_dir, scored,
-                       submission_zip=args.dset in SUBMISSION_DATASETS, overwrite=args.overwrite)
+                       submission_zip=args.dset in SUBMISSION_DATASETS, overwrite=args.overwrite,
+                       overlap_io=args.overlap_io)
         runs.append(run_dataset(engine, policy, sequences, spec))
         runs[-1]["setup"] = setup
         print(format_runs(args.dset, runs[-1:]))

@@ -110,8 +110,9 @@ def test_demo_on_mp4_as_a_script(checkpoint, clip, tmp_path):
 
 def test_demo_on_a_frame_dir(checkpoint, clip, tmp_path):
     demo("--video", clip / "frames", "--mask", clip / "mask.png", "--model", checkpoint, "--pretrained", "none",
-         "--dev", "cpu", "--TH", "1", "--out", tmp_path / "dir")
-    summary = check_outputs(tmp_path / "dir", [f"img{i}" for i in range(N)], 1.0)
+         "--dev", "cpu", "--TH", "1", "--overlap-io", "--out", tmp_path / "dir")
+    summary = check_outputs(tmp_path / "dir", [f"img{i}" for i in range(N)], 1.0)  # threaded writes, in order
+    assert summary["overlap_io"] is True and summary["wall_over_processing"] >= 0.999
     assert summary["reuse_rate"] == 0.0 and set("".join(summary["paths"].values())) == {"C"}
 
 

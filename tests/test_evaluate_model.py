@@ -171,6 +171,26 @@ def test_synthetic_youtubevos_jjval_is_scored(checkpoint, ytvos_root, tmp_path):
     assert counts["0"] == scored > 0 and sum(counts.values()) == scored
 
 
+def test_io_threads_change_nothing_but_the_clock(checkpoint, ytvos_root, tmp_path):
+    """--overlap-io (reader and writer threads) writes the same masks and scores as --no-overlap-io; both record
+    the wall clock of the sequences, which covers their processing time."""
+    runs = {}
+    for flag in ("--overlap-io", "--no-overlap-io"):
+        out = tmp_path / flag
+        evaluate("--dset", "yt2018jjval", "--ytvos-root", ytvos_root, "--split-list", ytvos_root / "jjval.txt",
+                 "--model", checkpoint, "--TH", "0.5", flag, "--no-flops", "--out", out)
+        runs[flag] = json.loads((out / "summary.json").read_text())["runs"][0]
+        pngs = sorted((out / "tau_0.5").rglob("*.png"))
+        runs[flag]["masks"] = {p.relative_to(out).as_posix(): p.read_bytes() for p in pngs}
+    on, off = runs["--overlap-io"], runs["--no-overlap-io"]
+    assert on["overlap_io"] is True and off["overlap_io"] is False
+    assert on["masks"] == off["masks"] and len(on["masks"]) > 0
+    assert on["J&F-Mean"] == off["J&F-Mean"] and on["reuse_rate"] == off["reuse_rate"]
+    for run in (on, off):
+        processing = run["frames"] / run["fps"]
+        assert run["wall_seconds"] >= processing * 0.999 and run["wall_over_processing"] >= 0.999
+
+
 def test_reduced_network_size_writes_and_scores_the_original_size(checkpoint, ytvos_root, tmp_path):
     """--size H W: networks at H x W, masks written and scored at the videos' own 48 x 80, size recorded."""
     out = tmp_path / "small"

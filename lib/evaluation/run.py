@@ -17,6 +17,10 @@ Measurements added to each run of summary.json (and to each of its sequences):
   frame on, the start frame counted as a reuse; averaged over objects.
 * ``gflops_per_frame``: FLOPs measured with torch.utils.flop_counter over the run (initialisation and
   target-model optimisation included) / frames.
+* ``wall_seconds``: the sequences' wall-clock time from the first frame read to the last mask written (frames
+  are decoded by a reader thread ahead of the networks and masks written by a writer thread behind them where
+  there are spare cores, see ``--overlap-io``), and
+  ``wall_over_processing``: that over the processing time of ``fps`` (1.0 = the file I/O is fully hidden).
 * ``frames``, ``policy``, and ``tau``.
 * ``worst_case_by_distance`` (scored datasets only): per-frame J binned by the number of frames since
   the object's last computed frame (0 on computed frames; the start frame counts as computed); per bin
@@ -32,6 +36,7 @@ their per-frame decisions.
 from __future__ import annotations
 
 import json
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +44,10 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 from typing import Sequence as Seq
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
+from base.background import BackgroundWriter, prefetch, spare_cpu_cores
 from base.errors import ConfigError
 from base.io import atomic_path, atomic_write_json, write_index_png
 from dataset.sequence import VideoSequence
@@ -72,14 +79,16 @@ class RunSpec:
     scored: bool
     submission_zip: bool
     overwrite: bool = False
+    overlap_io: Optional[bool] = None  # reader/writer threads; None: only where there are spare cores
 
 
 def track_sequence(engine: InferenceEngine, seq: VideoSequence, policy: Optional[PolicyConfig] = None,
-                   on_frame: Optional[Callable[[FrameOutput], None]] = None) -> SessionStats:
+                   on_frame: Optional[Callable[[FrameOutput], None]] = None, read_ahead: int = 0) -> SessionStats:
     """Track every frame of ``seq`` in a new session; ``on_frame`` receives each frame's output (untimed).
 
     Each object's given mask is passed on its start frame; with a policy that needs ground truth, every
-    frame's annotation too.
+    frame's annotation too. With ``read_ahead`` > 0 a background thread reads the frames (and masks) that many
+    frames ahead of the networks.
     """
     session = engine.new_session(policy, name=seq.name)
     needs_gt = session.policy.needs_ground_truth
@@ -88,11 +97,13 @@ def track_sequence(engine: InferenceEngine, seq: VideoSequence, policy: Optional
         if missing:
             raise ConfigError(f"policy {session.policy.name} needs ground truth on every frame; {seq.name} has "
                               f"none for {len(missing)} frames (e.g. {missing[0]})")
-    for index in range(len(seq)):
-        image = seq.image(index)
-        new = {obj_id: seq.start_mask(obj_id) for obj_id in seq.objects_starting_at(index)}
-        gt = seq.annotation(seq.frames[index]) if needs_gt else None
-        out = session.step(image, new or None, gt)
+    def inputs():
+        for index in range(len(seq)):
+            new = {obj_id: seq.start_mask(obj_id) for obj_id in seq.objects_starting_at(index)}
+            yield seq.image(index), new or None, seq.annotation(seq.frames[index]) if needs_gt else None
+
+    for image, new, gt in prefetch(inputs(), depth=read_ahead):
+        out = session.step(image, new, gt)
         if on_frame is not None:
             on_frame(out)
     return session.stats
@@ -138,7 +149,17 @@ def speed_and_reuse(records: List[Dict[str, object]]) -> Dict[str, float]:
         "reuse_rate_official": sum(official) / len(official) if official else 0.0,
         "gflops_per_frame": sum(r["flops"] for r in records) / frames * 1e-9 if frames else 0.0,
         "frames": frames,
+        **_wall_clock(records, seconds),
     }
+
+
+def _wall_clock(records: List[Dict[str, object]], seconds: float) -> Dict[str, float]:
+    """``wall_seconds`` (reading + tracking + writing the sequences) and its ratio to the processing time, when
+    every record has it (records written before it was measured do not)."""
+    if not records or any("wall_seconds" not in r for r in records):
+        return {}
+    wall = sum(float(r["wall_seconds"]) for r in records)
+    return {"wall_seconds": wall, "wall_over_processing": wall / seconds if seconds > 0 else float("nan")}
 
 
 def frames_since_compute(paths: str) -> np.ndarray:
@@ -220,7 +241,14 @@ class ProgressFile:
 
 def run_dataset(engine: InferenceEngine, policy: PolicyConfig, sequences: Seq[VideoSequence], spec: RunSpec,
                 log: Callable[[str], None] = print) -> Dict[str, object]:
-    """Track every sequence with ``policy`` (one session each); returns the run entry of summary.json."""
+    """Track every sequence with ``policy`` (one session each); returns the run entry of summary.json.
+
+    Frames are read ahead and masks written behind the networks in background threads when
+    ``spec.overlap_io`` says so (None: where there are spare cores, :func:`base.background.spare_cpu_cores`).
+    """
+    overlap = spec.overlap_io
+    if overlap is None:
+        overlap = spare_cpu_cores(torch.get_num_threads(), engine.device.type)
     run_dir = spec.out_dir / tau_dirname(spec.tau)
     run_dir.mkdir(parents=True, exist_ok=True)
     progress = ProgressFile(run_dir, reset=spec.overwrite)
@@ -231,19 +259,23 @@ def run_dataset(engine: InferenceEngine, policy: PolicyConfig, sequences: Seq[Vi
             continue
         save = set(seq.save_frames)
         frame_bar = tqdm(total=len(seq), desc=seq.name, unit="frame", leave=False, dynamic_ncols=True)
+        start = time.perf_counter()
+        with BackgroundWriter(threaded=overlap) as writer:  # with overlap, PNGs written behind the networks
 
-        def write(out: FrameOutput, seq=seq, save=save, frame_bar=frame_bar) -> None:
-            frame = seq.frames[out.index]
-            if frame in save:
-                write_index_png(run_dir / seq.name / f"{frame}.png", out.labels)
-            frame_bar.update(1)
+            def write(out: FrameOutput, seq=seq, save=save, frame_bar=frame_bar, writer=writer) -> None:
+                frame = seq.frames[out.index]
+                if frame in save:
+                    writer.submit(write_index_png, run_dir / seq.name / f"{frame}.png", out.labels)
+                frame_bar.update(1)
 
-        stats = track_sequence(engine, seq, policy, on_frame=write)
+            stats = track_sequence(engine, seq, policy, on_frame=write, read_ahead=2 if overlap else 0)
         frame_bar.close()
-        progress.add(seq.name, sequence_record(stats))
+        record = sequence_record(stats)
+        record["wall_seconds"] = time.perf_counter() - start  # reading, tracking and writing, end to end
+        progress.add(seq.name, record)
 
     records = [progress.records[s.name] for s in sequences]
-    run: Dict[str, object] = {"tau": spec.tau, "policy": spec.policy}
+    run: Dict[str, object] = {"tau": spec.tau, "policy": spec.policy, "overlap_io": overlap}
     per_seq = {s.name: speed_and_reuse([progress.records[s.name]]) for s in sequences}
     if spec.scored:
         scores = score_prediction_folder(sequences, run_dir)
@@ -273,12 +305,13 @@ def write_submission_zip(run_dir: Path, sequences: Seq[VideoSequence], path: Pat
 
 
 def format_runs(dataset: str, runs: List[Dict[str, object]]) -> str:
-    """One line per run: policy, tau, J&F, J, F, FPS, fps_tracking, reuse rate, GFLOPs/frame."""
+    """One line per run: policy, tau, J&F, J, F, FPS, fps_tracking, reuse rate, GFLOPs/frame, wall/processing."""
     lines = [f"{dataset}: {'policy':<10} {'tau':>6} {'J&F':>7} {'J':>7} {'F':>7} {'FPS':>7} "
-             f"{'FPS trk':>7} {'reuse':>6} {'GFLOPs/fr':>9}"]
+             f"{'FPS trk':>7} {'reuse':>6} {'GFLOPs/fr':>9} {'wall/proc':>9}"]
     for run in runs:
         jf, j, f = (f"{run[k]:7.4f}" if k in run else f"{'-':>7}" for k in ("J&F-Mean", "J-Mean", "F-Mean"))
+        wall = f"{run['wall_over_processing']:9.3f}" if "wall_over_processing" in run else f"{'-':>9}"
         lines.append(f"{'':{len(dataset) + 2}}{run['policy']:<10} {run['tau']:6g} {jf} "
                      f"{j} {f} {run['fps']:7.3f} {run['fps_tracking']:7.3f} "
-                     f"{run['reuse_rate']:6.3f} {run['gflops_per_frame']:9.2f}")
+                     f"{run['reuse_rate']:6.3f} {run['gflops_per_frame']:9.2f} {wall}")
     return "\n".join(lines)

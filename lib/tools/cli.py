@@ -99,6 +99,14 @@ def add_runtime_flags(group, *, seed_help: str = "seed of target-model init and 
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
 
+def add_overlap_flag(group) -> None:
+    """``--overlap-io`` / ``--no-overlap-io`` (None: :func:`base.background.spare_cpu_cores` decides)."""
+    group.add_argument("--overlap-io", action=argparse.BooleanOptionalAction, default=None,
+                       help="read frames ahead and write masks behind the networks in background threads (default: "
+                            "on a GPU, or when the CPU has more cores than --threads; on a saturated CPU the threads "
+                            "only move the I/O time into the networks' time)")
+
+
 def apply_threads(threads: Optional[int]) -> None:
     """``--threads N``: torch's intra-op CPU threads (None leaves torch's default)."""
     if threads is not None:
