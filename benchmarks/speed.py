@@ -69,6 +69,7 @@ MODULES: Tuple[Tuple[str, str, str], ...] = (
     ("refiner_full", "refiner, compute path", "compute"),
     ("refiner_reuse", "refiner, reuse path", "reuse"),
 )
+OBJECT_COUNTS = (1, 2, 4)  # objects per frame of the several-objects measurement
 FRAMES: Tuple[Tuple[str, str], ...] = (
     ("frame_compute", "frame: compute path"),
     ("frame_reuse", "frame: reuse path"),
@@ -215,9 +216,11 @@ class Scene:
     model: GFRTM
     backbone: FeatureExtractor
     engine: InferenceEngine
+    frame0: np.ndarray
     frame1: np.ndarray
     mask0: np.ndarray
     initial: InferenceSession  # one object, initialised on frame 0; decides with COMPUTE_POLICY
+    several: Dict[int, InferenceSession]  # N -> N objects (the ellipse cut into N bands) initialised on frame 0
 
     def session(self, path: str, start: Optional[InferenceSession] = None) -> InferenceSession:
         """An independent copy of ``start`` (default: the initial session) that takes ``path`` on every frame."""
@@ -230,7 +233,7 @@ class Scene:
 
 
 def build_scene(ftext: str, size: Tuple[int, int], device: torch.device, seed: int,
-                channels_last: bool) -> Scene:
+                channels_last: bool, several: bool = True) -> Scene:
     """Random-init networks (seeded), synthetic frames, and the object initialised on frame 0."""
     height, width = size
     torch.manual_seed(seed)
@@ -246,14 +249,30 @@ def build_scene(ftext: str, size: Tuple[int, int], device: torch.device, seed: i
     frame0, frame1, mask0 = synthetic_frames(height, width, seed)
     initial = engine.new_session(COMPUTE_POLICY, name="synthetic")
     initial.step(frame0, {1: mask0})
-    return Scene(model, backbone, engine, frame1, mask0, initial)
+    sessions = {}
+    for n in OBJECT_COUNTS[1:] if several else ():
+        sessions[n] = engine.new_session(COMPUTE_POLICY, name=f"synthetic-{n}")
+        sessions[n].step(frame0, object_bands(mask0, n))
+    return Scene(model, backbone, engine, frame0, frame1, mask0, initial, sessions)
+
+
+def object_bands(mask: np.ndarray, n: int) -> np.ndarray:
+    """An (H, W) map of ``n`` object ids: ``mask`` cut into ``n`` vertical bands of equal width (ids 1..n)."""
+    cols = np.flatnonzero(mask.any(axis=0))
+    edges = np.linspace(cols[0], cols[-1] + 1, n + 1).round().astype(int)
+    ids = np.zeros(mask.shape, np.uint8)
+    for k in range(n):
+        band = np.zeros(mask.shape, bool)
+        band[:, edges[k]:edges[k + 1]] = True
+        ids[band & (mask > 0)] = k + 1
+    return ids
 
 
 def _peak_rss_of_one_frame(ftext: str, size: Tuple[int, int], seed: int, threads: int, channels_last: bool,
                            path: str) -> Dict[str, object]:
     """In a fresh process: build the scene, then the peak RSS of the first frame on ``path``."""
     torch.set_num_threads(threads)
-    scene = build_scene(ftext, size, torch.device("cpu"), seed, channels_last)
+    scene = build_scene(ftext, size, torch.device("cpu"), seed, channels_last, several=False)
     session = scene.session(path)
     return PeakMemory(torch.device("cpu")).measure(lambda: scene.frame(session))
 
@@ -349,6 +368,10 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
         "frame_compute": frame("compute"),
         "frame_reuse": frame("reuse"),
         "frame_compute_cg": frame("compute", before_cg),
+        # the first frame: augmentation, backbone on the augmented copies, GN/CG, template (a fresh session)
+        "first_frame_init": ((lambda session: session.step(scene.frame0, {1: scene.mask0})),
+                             (lambda: engine.new_session(COMPUTE_POLICY))),
+        **{f"frame_compute_objects_{n}": frame("compute", scene.several[n]) for n in OBJECT_COUNTS[1:]},
     }
     log(f"timing {len(jobs)} measurements round-robin, {warmup} + {repeats} rounds")
     timings = Stopwatch(dev, repeats, warmup).time_interleaved(jobs)
@@ -365,6 +388,15 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     result = assemble(ftext, (height, width), dev, torch.get_num_threads(), repeats, warmup, timings, flops,
                       flops_update, peak, memory_after_cg, train_skipping)
     result["channels_last"] = channels_last
+    # one object's initialisation (augmentation, backbone on the copies, GN/CG, template) and its frame
+    result["first_frame"] = {"label": "first frame: one object's init + its frame",
+                             **timings["first_frame_init"].summary()}
+    one = result["frames"]["frame_compute"]["median_ms"]
+    result["objects"] = {"1": {"median_ms": one, "vs_one_object": 1.0, "target": 1.0}}
+    for n in OBJECT_COUNTS[1:]:
+        median = timings[f"frame_compute_objects_{n}"].summary()["median_ms"]
+        result["objects"][str(n)] = {"median_ms": median, "vs_one_object": median / one,
+                                     "target": 1 + 0.35 * (n - 1)}
     return result
 
 
@@ -465,6 +497,11 @@ def format_table(result: Dict[str, object]) -> str:
     for frame in result["frames"].values():
         lines.append(f"{frame['label']:56s} {_fmt_ms(frame['median_ms']):>9s} {spread(frame):>19s} "
                      f"{frame['gflops']:8.2f}")
+    first = result["first_frame"]
+    lines += ["", f"{first['label']:56s} {_fmt_ms(first['median_ms']):>9s} {spread(first):>19s}"]
+    lines.append("compute-path frame with N objects, ms (x one object; target): " + ", ".join(
+        f"N={n}: {o['median_ms']:.2f} ({o['vs_one_object']:.2f}x, <= {o['target']:.2f}x)"
+        for n, o in result["objects"].items()))
     r = result["ratios"]
     lines += ["", f"reuse / compute: time {r['time']:.3f}, FLOPs {r['flops']:.3f} "
                   f"(vs the amortised compute frame: time {r['time_vs_amortised']:.3f}, "

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.speed import MODULES, Timing, main, synthetic_frames
+from benchmarks.speed import MODULES, Timing, main, object_bands, synthetic_frames
 from lib.tools.cli import run_cli
 from lib.tools.flops import path_flops
 
@@ -41,6 +41,10 @@ def test_json_structure(run):
     assert [row["key"] for row in result["rows"]] == [k for k, _, _ in MODULES] + ["engine_overhead",
                                                                                    "target_model_update"]
     assert set(result["frames"]) == {"frame_compute", "frame_reuse", "frame_compute_cg", "frame_compute_amortised"}
+    assert result["first_frame"]["median_ms"] > result["frames"]["frame_compute"]["median_ms"]  # init costs more
+    assert list(result["objects"]) == ["1", "2", "4"] and result["objects"]["1"]["vs_one_object"] == 1.0
+    for n, row in result["objects"].items():
+        assert row["target"] == pytest.approx(1 + 0.35 * (int(n) - 1)) and row["median_ms"] > 0
     for row in result["rows"]:
         if row["key"] != "engine_overhead":
             assert row["min_ms"] <= row["q1_ms"] <= row["median_ms"] <= row["q3_ms"] <= row["max_ms"]
@@ -92,6 +96,7 @@ def test_printed_table(run):
     assert "frame: compute path" in table and "frame: reuse path" in table
     assert f"reuse / compute: time {result['ratios']['time']:.3f}, FLOPs {result['ratios']['flops']:.3f}" in table
     assert "peak memory, compute frame" in table and "peak memory, reuse frame" in table
+    assert "first frame: one object's init + its frame" in table and "N=4:" in table
 
 
 def test_timing_summary_by_hand():
@@ -99,6 +104,13 @@ def test_timing_summary_by_hand():
     assert summary == pytest.approx({"median_ms": 2.5, "q1_ms": 1.75, "q3_ms": 3.25, "min_ms": 1.0, "max_ms": 4.0})
     assert Timing([0.005]).summary() == pytest.approx({"median_ms": 5.0, "q1_ms": 5.0, "q3_ms": 5.0, "min_ms": 5.0,
                                                        "max_ms": 5.0})
+
+
+def test_object_bands_cut_the_mask_into_n_objects():
+    _, _, mask = synthetic_frames(40, 60)
+    ids = object_bands(mask, 4)
+    assert set(np.unique(ids)) == {0, 1, 2, 3, 4} and np.array_equal(ids > 0, mask > 0)
+    assert np.array_equal(object_bands(mask, 1), mask)
 
 
 def test_synthetic_frames():
