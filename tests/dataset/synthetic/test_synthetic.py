@@ -22,7 +22,6 @@ from dataset.synthetic import (
 )
 from tests.cli import call
 
-REPO = Path(__file__).resolve().parents[2]
 PALETTE = davis_palette().flatten().tolist()
 
 
