@@ -79,6 +79,7 @@ def test_lr_schedule_warms_up_then_decays_to_one_percent():
     assert lr_factor(100, 100, 10) == pytest.approx(0.01)
 
 
+@pytest.mark.slow
 def test_run_exports_a_torchvision_backbone_and_resumes(tmp_path, davis):
     torch.set_num_threads(1)
     out = tmp_path / "pre"
