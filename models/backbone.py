@@ -37,6 +37,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_BACKBONE_SEED = 0  # --pretrained none: the seed-0 draw of torchvision's initialisation
 
 _BUILDERS = {"resnet18": torchvision.models.resnet18, "resnet101": torchvision.models.resnet101}
+# torchvision's ImageNet weights of each backbone (metadata only: lib.tools.checkpoint fetches and reads them)
+IMAGENET_WEIGHTS = {"resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+                    "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1}
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is one of :data:`BACKBONES`."""
+    if name not in _BUILDERS:
+        raise ConfigError(f"unknown backbone {name!r}; choose one of {sorted(_BUILDERS)}")
 
 
 def build_resnet(name: str, state: Optional[Mapping[str, Tensor]] = None) -> torchvision.models.ResNet:
@@ -46,8 +55,7 @@ def build_resnet(name: str, state: Optional[Mapping[str, Tensor]] = None) -> tor
     the global RNG, so a model trained on a random backbone is evaluated on the same one. ``state`` is a
     torchvision-format state dict (``fc.*`` keys ignored, any floating dtype: cast to float32).
     """
-    if name not in _BUILDERS:
-        raise ConfigError(f"unknown backbone {name!r}; choose one of {sorted(_BUILDERS)}")
+    check_backbone_name(name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_BACKBONE_SEED)
         net = _BUILDERS[name](weights=None)

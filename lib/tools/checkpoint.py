@@ -293,18 +293,12 @@ def build_model_from_checkpoint(path: PathLike, trust: bool = False, ftext: Opti
 RANDOM_BACKBONE_WARNING = ("backbone: RANDOM weights (--pretrained none): masks and scores are not meaningful "
                            "accuracy figures")
 
-IMAGENET_WEIGHTS = {  # torchvision's weights API: the ecosystem's download path of the ImageNet backbones
-    "resnet18": "ResNet18_Weights",
-    "resnet101": "ResNet101_Weights",
-}
-
 
 def _imagenet_enum(name: str):
-    import torchvision
+    from models.backbone import IMAGENET_WEIGHTS, check_backbone_name
 
-    if name not in IMAGENET_WEIGHTS:
-        raise ConfigError(f"unknown backbone {name!r}; choose one of {sorted(IMAGENET_WEIGHTS)}")
-    return getattr(torchvision.models, IMAGENET_WEIGHTS[name]).IMAGENET1K_V1
+    check_backbone_name(name)
+    return IMAGENET_WEIGHTS[name]
 
 
 def imagenet_weights_file(name: str) -> Path:
@@ -363,7 +357,7 @@ def build_backbone(name: str, pretrained: Union[str, PathLike, Mapping[str, Tens
         ConfigError: ImageNet weights offline and not cached; CheckpointError: a file that is missing,
             unreadable or of another architecture (its path named).
     """
-    from models.backbone import FeatureExtractor, build_resnet
+    from models.backbone import FeatureExtractor
 
     if isinstance(pretrained, Mapping):
         return FeatureExtractor(name, pretrained)
@@ -371,8 +365,7 @@ def build_backbone(name: str, pretrained: Union[str, PathLike, Mapping[str, Tens
     if pretrained == "none":
         return FeatureExtractor(name, "none")
     if pretrained == "imagenet":
-        build_resnet(name)  # an unknown name fails before any download
-        return FeatureExtractor(name, imagenet_state_dict(name))
+        return FeatureExtractor(name, imagenet_state_dict(name))  # an unknown name fails before any download
     state = read_backbone_file(pretrained)
     try:
         return FeatureExtractor(name, state)
