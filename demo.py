@@ -49,7 +49,7 @@ from lib.tools.cli import (
 )
 
 # The session gets no ground truth here: policies that need it (the oracle) are not offered.
-DEMO_POLICIES = tuple(n for n in policy_names() if not policy_class(n).needs_ground_truth)
+NEEDS_GROUND_TRUTH = tuple(n for n in policy_names() if policy_class(n).needs_ground_truth)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "weights/gfrtm_rn18_dv2016_cpu.pth")
     parser.add_argument("--TH", "--tau", dest="tau", type=float, default=0.7, metavar="TAU",
                         help="reuse threshold: reuse iff P_gate > tau (1 never reuses)")
-    add_policy_flags(parser, exclude=set(policy_names()) - set(DEMO_POLICIES))
+    add_policy_flags(parser, exclude=NEEDS_GROUND_TRUTH)
     add_runtime_flags(parser)
     add_overlap_flag(parser)
     parser.add_argument("--resize-mask", action="store_true",

@@ -112,7 +112,7 @@ def model_mode(args) -> int:
                              device, count_flops=not args.no_flops)
     runs = []
     for policy in policies:
-        spec = RunSpec(args.dset, policy.label(), policy.tau, out_dir, scored,
+        spec = RunSpec(args.dset, out_dir, scored,
                        submission_zip=args.dset in SUBMISSION_DATASETS, overwrite=args.overwrite,
                        overlap_io=args.overlap_io)
         runs.append(run_dataset(engine, policy, sequences, spec))

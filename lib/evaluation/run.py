@@ -70,11 +70,9 @@ def tau_dirname(tau: float) -> str:
 
 @dataclass
 class RunSpec:
-    """One evaluation run: a dataset, a policy label, a threshold and where to write."""
+    """Where and how one evaluation run writes (the policy and its threshold are :func:`run_dataset`'s)."""
 
     dataset: str
-    policy: str
-    tau: float
     out_dir: Path
     scored: bool
     submission_zip: bool
@@ -249,10 +247,11 @@ def run_dataset(engine: InferenceEngine, policy: PolicyConfig, sequences: Seq[Vi
     overlap = spec.overlap_io
     if overlap is None:
         overlap = spare_cpu_cores(torch.get_num_threads(), engine.device.type)
-    run_dir = spec.out_dir / tau_dirname(spec.tau)
+    label, tau = policy.label(), policy.tau
+    run_dir = spec.out_dir / tau_dirname(tau)
     run_dir.mkdir(parents=True, exist_ok=True)
     progress = ProgressFile(run_dir, reset=spec.overwrite)
-    bar = tqdm(sequences, desc=f"{spec.policy} tau={spec.tau:g}", unit="seq", dynamic_ncols=True)
+    bar = tqdm(sequences, desc=f"{label} tau={tau:g}", unit="seq", dynamic_ncols=True)
     for seq in bar:
         bar.set_postfix_str(seq.name)
         if progress.finished(seq, run_dir):
@@ -275,7 +274,7 @@ def run_dataset(engine: InferenceEngine, policy: PolicyConfig, sequences: Seq[Vi
         progress.add(seq.name, record)
 
     records = [progress.records[s.name] for s in sequences]
-    run: Dict[str, object] = {"tau": spec.tau, "policy": spec.policy, "overlap_io": overlap}
+    run: Dict[str, object] = {"tau": tau, "policy": label, "overlap_io": overlap}
     per_seq = {s.name: speed_and_reuse([progress.records[s.name]]) for s in sequences}
     if spec.scored:
         scores = score_prediction_folder(sequences, run_dir)
@@ -285,12 +284,12 @@ def run_dataset(engine: InferenceEngine, policy: PolicyConfig, sequences: Seq[Vi
         run["worst_case_by_distance"] = worst_case_by_distance(scores, sequences, progress.records)
         for name, row in summary["sequences"].items():
             per_seq[name].update(row)
-        log(format_table(summary, f"{spec.dataset} {spec.policy} tau={spec.tau:g}"))
+        log(format_table(summary, f"{spec.dataset} {label} tau={tau:g}"))
     run.update(speed_and_reuse(records))
     run["sequences"] = per_seq
     if spec.submission_zip:
         run["submission"] = str(write_submission_zip(run_dir, sequences,
-                                                     spec.out_dir / f"{tau_dirname(spec.tau)}_submission.zip"))
+                                                     spec.out_dir / f"{tau_dirname(tau)}_submission.zip"))
     return run
 
 
