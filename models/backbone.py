@@ -150,6 +150,13 @@ class FeatureExtractor(nn.Module):
         layer5 = self.resnet.layer4(layer4)
         return {"layer4": layer4, "layer5": layer5}
 
+    def forward_layer4(self, image: Tensor) -> Tensor:
+        """Stem to stride 16, the target model's input: (B,3,H,W) RGB 0..255 -> ``layer4`` (B,C4,H16,W16).
+
+        Skips ``layer5`` (the stride-32 stage), which :meth:`forward` also computes.
+        """
+        return self.resnet.layer3(self.forward_f8(image)["layer3"])
+
     def forward(self, image: Tensor) -> Dict[str, Tensor]:
         """(B,3,H,W) RGB 0..255 -> dict of all five feature maps ``layer1`` .. ``layer5``."""
         feats = self.forward_f8(image)

@@ -65,7 +65,7 @@ def test_negative_tau_always_reuses_after_first_frame(networks, davis_seq):
 @pytest.mark.parametrize("p_gate, expect", [(0.0, COMPUTE), (1.0, TRANSLATE)])
 def test_forced_gate_switches_modules(networks, davis_seq, monkeypatch, p_gate, expect):
     model, backbone = networks
-    calls = {"deep_backbone": 0, "translate": 0, "deep_refiner": 0}
+    calls = {"deep_backbone": 0, "to_layer4": 0, "translate": 0, "deep_refiner": 0}
 
     def spy(name, fn):
         def wrapper(*a, **k):
@@ -75,6 +75,7 @@ def test_forced_gate_switches_modules(networks, davis_seq, monkeypatch, p_gate, 
 
     monkeypatch.setattr(model, "reuse_probability", lambda logits: torch.full((logits.shape[0],), p_gate))
     monkeypatch.setattr(backbone, "forward_deep", spy("deep_backbone", backbone.forward_deep))
+    monkeypatch.setattr(backbone, "forward_layer4", spy("to_layer4", backbone.forward_layer4))
     monkeypatch.setattr(model, "translate", spy("translate", model.translate))
     monkeypatch.setattr(model, "deep", spy("deep_refiner", model.deep))
     _, stats, out = run(networks, davis_seq, PolicyConfig("gate", 0.5))
@@ -82,14 +83,15 @@ def test_forced_gate_switches_modules(networks, davis_seq, monkeypatch, p_gate, 
     n_obj = len(davis_seq.object_ids)
     assert {p for o in out[1:] for p in o.paths.values()} == {expect}
     init_deep_refiner = n_obj  # Test_Init on the first frame, once per object
-    init_deep_backbone = 1 + n_obj  # the first frame, then each object's augmented first-frame batch
+    init_deep_backbone = 1  # the first frame; each object's synthetic copies stop at stride 16 (layer4)
+    init_to_layer4 = n_obj * (EngineConfig().target.num_aug - 1)  # the original sample reuses the frame's
     if expect is COMPUTE:
         # deep backbone once per tracked frame (shared by the objects), never once per object
-        assert calls == {"deep_backbone": init_deep_backbone + tracked, "translate": 0,
-                         "deep_refiner": init_deep_refiner + tracked * n_obj}
+        assert calls == {"deep_backbone": init_deep_backbone + tracked, "to_layer4": init_to_layer4,
+                         "translate": 0, "deep_refiner": init_deep_refiner + tracked * n_obj}
     else:
-        assert calls == {"deep_backbone": init_deep_backbone, "translate": tracked * n_obj,
-                         "deep_refiner": init_deep_refiner}
+        assert calls == {"deep_backbone": init_deep_backbone, "to_layer4": init_to_layer4,
+                         "translate": tracked * n_obj, "deep_refiner": init_deep_refiner}
 
 
 def test_strict_threshold(networks, davis_seq, monkeypatch):
