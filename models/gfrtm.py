@@ -11,7 +11,7 @@ objects (the template, scores and refined maps are per object).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Dict, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -127,8 +127,13 @@ class GFRTM(nn.Module):
         """Refine-translator -> x16 (B,64,H16,W16). See :meth:`SegmentationNetwork.translate`."""
         return self.refiner.translate(prev_x16, delta16)
 
+    def reduce_shallow(self, layer3: Tensor, layer2: Tensor) -> Dict[str, Tensor]:
+        """The frame-only part of the shallow stages, shared by a frame's objects. See
+        :meth:`SegmentationNetwork.reduce_shallow`."""
+        return self.refiner.reduce_shallow(layer3, layer2)
+
     def shallow(self, x16: Tensor, score16: Tensor, layer3: Tensor, layer2: Tensor,
-                image_size: Sequence[int]) -> Tensor:
+                image_size: Sequence[int], reduced: Mapping[str, Tensor] | None = None) -> Tensor:
         """Refiner stages layer3, layer2 + upsampler -> logits (B,1,H,W). See
         :meth:`SegmentationNetwork.shallow`."""
-        return self.refiner.shallow(x16, score16, layer3, layer2, image_size)
+        return self.refiner.shallow(x16, score16, layer3, layer2, image_size, reduced)

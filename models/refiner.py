@@ -21,7 +21,7 @@ memory traffic).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -143,13 +143,16 @@ class TSE(nn.Module):
         self.transform = nn.Sequential(_conv(oc + 1, oc + 1, 3), nn.ReLU(inplace=True), _conv(oc + 1, oc + 1, 3),
                                        nn.ReLU(inplace=True), _conv(oc + 1, oc, 3), nn.ReLU(inplace=True))
 
-    def forward(self, feature: Tensor, score: Tensor, deeper: Tensor | None) -> Tuple[Tensor, Tensor]:
+    def forward(self, feature: Tensor, score: Tensor, deeper: Tensor | None,
+                reduced: Tensor | None = None) -> Tuple[Tensor, Tensor]:
         """feature (1 or B,fc,h,w), score (B,1,h',w'), deeper (B,64,·,·) or None.
 
         Returns ``h`` (B,64,h,w) and ``hpool``: ``deeper`` when given, else GAP of the reduced feature
         (B,64,1,1). A batch-1 ``feature`` is shared by all B scores (several objects, one frame).
+        ``reduced``: ``self.reduce(feature)`` when the caller already has it (it depends on the frame only,
+        so objects of one frame share it); ``feature`` is then not read.
         """
-        h = expand_batch(self.reduce(feature), score.shape[0])
+        h = expand_batch(self.reduce(feature) if reduced is None else reduced, score.shape[0])
         hpool = F.adaptive_avg_pool2d(h, 1) if deeper is None else deeper
         h = self.transform(torch.cat([h, resize(score, h.shape[-2:])], dim=1))
         return h, hpool
@@ -275,9 +278,11 @@ class SegmentationNetwork(nn.Module):
         self.Diff_process = RefineTranslator(use_bn=use_bn)
         self.project = Upsampler()
 
-    def _stage(self, layer: str, feature: Tensor, score: Tensor, deeper: Tensor | None) -> Tensor:
+    def _stage(self, layer: str, feature: Tensor, score: Tensor, deeper: Tensor | None,
+               reduced: Mapping[str, Tensor] | None = None) -> Tensor:
         """One stage: feature (1|B,fc,h,w), score (B,1,·,·), deeper (B,64,·,·)|None -> (B,64,h,w)."""
-        h, hpool = self.TSE[layer](feature, resize(score, feature.shape[-2:]), deeper)
+        h, hpool = self.TSE[layer](feature, resize(score, feature.shape[-2:]), deeper,
+                                   None if reduced is None else reduced[layer])
         h = self.RRB1[layer](h)
         h = self.CAB[layer](hpool, h)
         return self.RRB2[layer](h)
@@ -294,16 +299,25 @@ class SegmentationNetwork(nn.Module):
         """Refine-translator: prev_x16 (B,64,H16,W16), delta16 (B,1,H16,W16) -> x16 (B,64,H16,W16)."""
         return self.Diff_process(prev_x16, delta16)
 
-    def shallow_features(self, x16: Tensor, score16: Tensor, layer3: Tensor, layer2: Tensor) -> Tensor:
+    def reduce_shallow(self, layer3: Tensor, layer2: Tensor) -> Dict[str, Tensor]:
+        """The frame-only part of stages ``layer3``, ``layer2``: their TSE ``reduce`` of layer3 (B,C3,H8,W8)
+        and layer2 (B,C2,H4,W4) -> ``{"layer3": (B,64,H8,W8), "layer2": (B,64,H4,W4)}``, to pass as
+        ``reduced`` to :meth:`shallow` for every object of the frame."""
+        return {"layer3": self.TSE["layer3"].reduce(layer3), "layer2": self.TSE["layer2"].reduce(layer2)}
+
+    def shallow_features(self, x16: Tensor, score16: Tensor, layer3: Tensor, layer2: Tensor,
+                         reduced: Mapping[str, Tensor] | None = None) -> Tensor:
         """Stages ``layer3``, ``layer2``: x16 (B,64,H16,W16), score16 (B,1,H16,W16), layer3 (1|B,C3,H8,W8),
-        layer2 (1|B,C2,H4,W4) -> the upsampler's input (B,64,H4,W4)."""
-        x = self._stage("layer3", layer3, score16, x16)
-        return self._stage("layer2", layer2, score16, x)
+        layer2 (1|B,C2,H4,W4) -> the upsampler's input (B,64,H4,W4). ``reduced``: :meth:`reduce_shallow` of
+        the same features, when already computed (the result is the same)."""
+        x = self._stage("layer3", layer3, score16, x16, reduced)
+        return self._stage("layer2", layer2, score16, x, reduced)
 
     def shallow(self, x16: Tensor, score16: Tensor, layer3: Tensor, layer2: Tensor,
-                image_size: Sequence[int]) -> Tensor:
-        """Stages ``layer3``, ``layer2`` and the upsampler -> logits (B,1,H,W), (H,W) = ``image_size``."""
-        return self.project(self.shallow_features(x16, score16, layer3, layer2), image_size)
+                image_size: Sequence[int], reduced: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Stages ``layer3``, ``layer2`` and the upsampler -> logits (B,1,H,W), (H,W) = ``image_size``.
+        ``reduced``: as for :meth:`shallow_features`."""
+        return self.project(self.shallow_features(x16, score16, layer3, layer2, reduced), image_size)
 
     def forward(self, score16: Tensor, features: Mapping[str, Tensor], image_size: Sequence[int]) -> Tensor:
         """Full path: score16 (B,1,H16,W16), features with keys ``layer5`` .. ``layer2`` -> logits (B,1,H,W)."""

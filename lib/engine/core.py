@@ -108,11 +108,18 @@ class FrameContext:
     index: int
     feats: Dict[str, Tensor]  # layer2, layer3 (+ layer4, layer5 once a path needed them)
     image_size: Tuple[int, int]  # (H, W) the networks run at
+    reduced: Dict[str, Tensor] = field(default_factory=dict)  # the shallow stages' frame-only part, on first use
 
     @property
     def deep(self) -> Dict[str, Tensor]:
         """The features with ``layer4`` / ``layer5``, computed on first use (once per frame)."""
         return self.engine.deep_features(self.feats, self.image_size)
+
+    @property
+    def shallow_reduced(self) -> Dict[str, Tensor]:
+        """The refiner's shallow-stage reductions of this frame's features, computed on first use (once per
+        frame, whichever objects and paths need them)."""
+        return self.engine.shallow_reductions(self.feats, self.reduced, self.image_size)
 
 
 class InferenceEngine:
@@ -284,6 +291,18 @@ class InferenceEngine:
                 feats.update(self.backbone.forward_deep(feats["layer3"]))
         return feats
 
+    def shallow_reductions(self, feats: Dict[str, Tensor], reduced: Dict[str, Tensor],
+                           image_size: Seq[int]) -> Dict[str, Tensor]:
+        """Fill ``reduced`` (in place) with the refiner's frame-only shallow reductions unless present.
+
+        The TSE ``reduce`` of layer3 / layer2 depends on the frame only: computed once per frame and shared
+        by its objects (the official code recomputes it per object; the result is the same, bit for bit).
+        """
+        if not reduced:
+            with torch.inference_mode(), self.flops.count("refiner_reduce", tuple(image_size)), self.autocast():
+                reduced.update(self.model.reduce_shallow(feats["layer3"], feats["layer2"]))
+        return reduced
+
     # --- the paths' computations --------------------------------------------------------------
 
     def match(self, ctx: FrameContext, obj: ObjectState, gate: bool) -> Tuple[Tensor, Optional[float]]:
@@ -295,22 +314,25 @@ class InferenceEngine:
 
     def run_translate(self, ctx: FrameContext, obj: ObjectState, tpl_s: Tensor) -> Tuple[Tensor, Tensor]:
         """The paper's reuse path: probability (H, W) and logits (1, 1, H, W)."""
+        reduced = ctx.shallow_reduced  # counted on its own, once per frame
         with self.flops.count("reuse_path", ctx.image_size), self.autocast():
             delta = self.model.delta(tpl_s)
             score = obj.prev_score + delta.float()
             x16 = self.model.translate(obj.prev_refine, delta)
-            logits = self.model.shallow(x16, score, ctx.feats["layer3"], ctx.feats["layer2"], ctx.image_size)
+            logits = self.model.shallow(x16, score, ctx.feats["layer3"], ctx.feats["layer2"], ctx.image_size,
+                                        reduced)
         logits = logits.float()
         return torch.sigmoid(logits)[0, 0], logits
 
     def run_compute(self, ctx: FrameContext, obj: ObjectState) -> Tuple[Tensor, Tensor]:
         """The full path; the object's last computed score / refined feature / index become this frame's."""
-        deep = ctx.deep
+        deep, reduced = ctx.deep, ctx.shallow_reduced
         with self.flops.count("compute_path", ctx.image_size):
             score = self.target_score(obj.target, deep["layer4"])
             with self.autocast():
                 x16 = self.model.deep(score, deep["layer5"], deep["layer4"])
-                logits = self.model.shallow(x16, score, ctx.feats["layer3"], ctx.feats["layer2"], ctx.image_size)
+                logits = self.model.shallow(x16, score, ctx.feats["layer3"], ctx.feats["layer2"], ctx.image_size,
+                                            reduced)
         obj.prev_score = score
         obj.prev_refine = x16.float()
         obj.last_compute_index = ctx.index

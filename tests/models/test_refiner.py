@@ -89,6 +89,24 @@ def test_shared_features_equal_per_object_runs(refiner, random_features, feature
           ((shared - separate).abs().max() / separate.abs().max()).item(), 18 * EPS32)
 
 
+def test_precomputed_reductions_give_the_same_logits(refiner, random_features, feature_grid):
+    """``reduce_shallow`` once, then each object's ``shallow`` with it: bit for bit the logits of ``shallow``
+    computing its own reductions, and the raw features are then not read at all."""
+    feats = random_features(batch=1, height=HEIGHT, width=WIDTH)
+    grid = feature_grid(HEIGHT, WIDTH)
+    with torch.no_grad():
+        reduced = refiner.reduce_shallow(feats["layer3"], feats["layer2"])
+        assert {k: tuple(v.shape) for k, v in reduced.items()} == {"layer3": (1, 64, *grid["layer3"]),
+                                                                   "layer2": (1, 64, *grid["layer2"])}
+        for seed in (1, 2):
+            score16 = _score(1, grid["layer4"], seed=seed)
+            x16 = refiner.deep(score16, feats["layer5"], feats["layer4"])
+            own = refiner.shallow(x16, score16, feats["layer3"], feats["layer2"], (HEIGHT, WIDTH))
+            shared = refiner.shallow(x16, score16, torch.full_like(feats["layer3"], float("nan")),
+                                     torch.full_like(feats["layer2"], float("nan")), (HEIGHT, WIDTH), reduced)
+            assert torch.equal(own, shared)
+
+
 def test_gradients_reach_every_parameter(random_features, feature_grid):
     torch.manual_seed(0)
     net = SegmentationNetwork(FEATURE_CHANNELS["resnet18"]).train()

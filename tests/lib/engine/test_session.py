@@ -94,6 +94,20 @@ def test_forced_gate_switches_modules(networks, davis_seq, monkeypatch, p_gate, 
                          "translate": tracked * n_obj, "deep_refiner": init_deep_refiner}
 
 
+@pytest.mark.parametrize("tau", [1.0, -1.0])
+def test_shallow_reductions_once_per_frame(networks, davis_seq, monkeypatch, tau):
+    """The refiner's frame-only shallow reductions run once per tracked frame, shared by its objects on either
+    path, and are counted in the FLOPs once per frame."""
+    model, _ = networks
+    calls = []
+    original = model.reduce_shallow
+    monkeypatch.setattr(model, "reduce_shallow", lambda *a: calls.append(1) or original(*a))
+    tracker, stats, _ = run(networks, davis_seq, PolicyConfig("gate", tau))
+    tracked = len(davis_seq) - 1
+    assert len(davis_seq.object_ids) >= 2 and len(calls) == tracked
+    assert tracker.flops.by_component["refiner_reduce"] == tracked * tracker.flops.cache[("refiner_reduce", (64, 96))]
+
+
 def test_strict_threshold(networks, davis_seq, monkeypatch):
     model, _ = networks
     monkeypatch.setattr(model, "reuse_probability", lambda logits: torch.full((logits.shape[0],), 0.7))
