@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Hashable, Mapping, Optional, Tuple
 from typing import Sequence as Seq
 
 import cv2
@@ -46,6 +46,7 @@ from models.gfrtm import GFRTM, nearest_resize
 from models.target_model import MIN_OBJECT_PIXELS, OnlineTargetModel, TargetModel, TargetModelConfig
 
 if TYPE_CHECKING:  # pragma: no cover
+    from lib.engine.policies.base import Policy
     from lib.engine.session import InferenceSession
 
 
@@ -98,17 +99,35 @@ class ObjectState:
     prev_prob: Tensor  # (H, W) probability map of the previous frame (for the copy path)
     last_compute_index: int
     learns: bool = True  # whether the target model is updated after computed frames (False when restored)
+    key_image: Optional[Tensor] = None  # (1, 3, H, W) uint8 frame of the last computed frame (None: not known)
+    key_prob: Optional[Tensor] = None  # (H, W) probability map (or given mask) of the last computed frame
 
 
 @dataclass
 class FrameContext:
-    """One frame as the paths see it: the engine, the frame's backbone features and sizes."""
+    """One frame as the paths and policies see it: the engine, the frame, its backbone features and sizes.
+
+    The stride-8 backbone features are computed on first use (:attr:`feats`): a path that never reads them
+    (e.g. a flow-warped reuse) skips the backbone altogether.
+    """
 
     engine: InferenceEngine
     index: int
-    feats: Dict[str, Tensor]  # layer2, layer3 (+ layer4, layer5 once a path needed them)
     image_size: Tuple[int, int]  # (H, W) the networks run at
+    image: Optional[Tensor] = None  # (1, 3, H, W) uint8 on the device; None when the session was given features
+    features: Optional[Dict[str, Tensor]] = None  # layer2, layer3 (+ layer4, layer5), when already computed
+    policy: Optional[Policy] = None  # the session's policy, for paths with settings of its own
     reduced: Dict[str, Tensor] = field(default_factory=dict)  # the shallow stages' frame-only part, on first use
+    cache: Dict[Hashable, Any] = field(default_factory=dict)  # per-frame results a path or policy shares
+
+    @property
+    def feats(self) -> Dict[str, Tensor]:
+        """The stride-8 features (``layer1`` .. ``layer3``; deep ones once computed), computed on first use."""
+        if self.features is None:
+            if self.image is None:
+                raise ConfigError(f"frame {self.index}: no image and no backbone features")
+            self.features = self.engine.frame_features(self.image)
+        return self.features
 
     @property
     def deep(self) -> Dict[str, Tensor]:
@@ -222,6 +241,7 @@ class InferenceEngine:
             obj_id=obj_id, start_index=index, target=target, template=template.float(),
             prev_score=prev_score, prev_refine=prev_refine.float(),
             prev_prob=mask_t.to(self.device).float(), last_compute_index=index,
+            key_image=image, key_prob=mask_t.to(self.device).float(),
         )
 
     def restore_object(self, obj_id: int, start_index: int, template: Tensor, prev_score: Tensor,

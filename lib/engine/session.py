@@ -183,8 +183,9 @@ class InferenceSession:
         with torch.inference_mode():
             image_t = engine.frame_tensor(image_np)
             image_size = tuple(image_t.shape[-2:])
-            feats = engine.frame_features(image_t)
+            feats = None  # tracked objects alone: computed when a path first needs them (FrameContext.feats)
             if masks:
+                feats = engine.frame_features(image_t)
                 init_start = time.perf_counter()
                 engine.deep_features(feats, image_size)
                 for obj_id, mask in masks.items():
@@ -198,7 +199,8 @@ class InferenceSession:
                 init_seconds = time.perf_counter() - init_start
             result = None
             if self.objects:
-                result = self._track(FrameContext(engine, index, feats, image_size), ground_truth)
+                result = self._track(FrameContext(engine, index, image_size, image=image_t, features=feats,
+                                                  policy=self.policy), ground_truth)
                 labels = result.labels if not resized else labels_at(result.probs, original)
             else:
                 labels = torch.zeros(original, dtype=torch.uint8)
@@ -228,8 +230,8 @@ class InferenceSession:
             raise ConfigError("step_features needs at least one object in the session")
         index = self.index
         with torch.inference_mode():
-            result = self._track(FrameContext(self.engine, index, feats, tuple(int(s) for s in image_size)),
-                                 ground_truth)
+            result = self._track(FrameContext(self.engine, index, tuple(int(s) for s in image_size), features=feats,
+                                              policy=self.policy), ground_truth)
         self.index += 1
         return result
 
@@ -246,8 +248,9 @@ class InferenceSession:
             tpl_s, p_gate = None, None
             if policy.needs_matching or policy.needs_gate:
                 tpl_s, p_gate = engine.match(ctx, obj, policy.needs_gate)
+            cue = policy.measure(ctx, obj)
             path = policy.decide(ObjectFrame(obj.obj_id, index, index - obj.last_compute_index, p_gate,
-                                             ground_truth))
+                                             ground_truth, cue))
             if path not in policy.paths:
                 raise ConfigError(f"policy {policy.name} chose path {path.name}, not one of its paths")
             paths[obj.obj_id] = path
@@ -269,8 +272,10 @@ class InferenceSession:
         for obj_id in merged:
             obj = self.objects[obj_id]
             obj.prev_prob = probs[obj_id]
-            if obj.learns and obj_id in paths and paths[obj_id].computes:
-                engine.update_target(obj.target, merged[obj_id], ctx.image_size)
+            if obj_id in paths and paths[obj_id].computes:
+                obj.key_image, obj.key_prob = ctx.image, probs[obj_id]
+                if obj.learns:
+                    engine.update_target(obj.target, merged[obj_id], ctx.image_size)
         for obj_id, path in paths.items():
             history = self.history[obj_id]
             history.paths[index] = path

@@ -12,12 +12,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from base.errors import ConfigError
 from lib.engine.paths import PathKind
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lib.engine.core import FrameContext, ObjectState
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class ObjectFrame:
         p_gate: the gate's softmax probability of reuse (when the policy ``needs_gate``).
         ground_truth: (H, W) uint8 object ids of this frame at the networks' size (when the policy
             ``needs_ground_truth``).
+        cue: what the policy's own :meth:`Policy.measure` returned for this object and frame (None if it
+            measures nothing).
     """
 
     obj_id: int
@@ -63,6 +68,7 @@ class ObjectFrame:
     frames_since_compute: int
     p_gate: Optional[float] = None
     ground_truth: Optional[np.ndarray] = None
+    cue: Optional[float] = None
 
 
 class Policy:
@@ -122,6 +128,11 @@ class Policy:
         return label
 
     # --- per session --------------------------------------------------------------------------
+
+    def measure(self, ctx: FrameContext, obj: ObjectState) -> Optional[float]:
+        """A cue of the policy's own for one tracked object on this frame, before :meth:`decide` sees it
+        as :attr:`ObjectFrame.cue` (e.g. the photometric error of a flow warp). Default: none."""
+        return None
 
     def decide(self, frame: ObjectFrame) -> PathKind:
         """The path of one tracked object on one frame."""
