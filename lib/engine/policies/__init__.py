@@ -1,14 +1,17 @@
 """Reuse policies: per object and frame, which path to take. One module per policy family, registered here.
 
-=============  =======================================================================================
-``gate``       the paper: translate iff P_gate > tau (strict, as the official code), else compute
-``always``     always compute (tau = 1: the FRTM-equivalent full path); the gate is not evaluated
-``copy``       copy iff P_gate > tau, else compute
-``fusion``     copy iff P_gate > TH2, translate iff tau < P_gate <= TH2, else compute (TH2 > tau)
-``oracle``     translate iff IoU(current GT, GT of the last computed frame) > tau (paper Fig. 8 g_IoU);
-               needs ground truth on every frame
-``every-k``    compute on every k-th frame since the object's last computed frame, translate otherwise
-=============  =======================================================================================
+==================  ======================================================================================
+``gate``            the paper: translate iff P_gate > tau (strict, as the official code), else compute
+``always``          always compute (tau = 1: the FRTM-equivalent full path); the gate is not evaluated
+``copy``            copy iff P_gate > tau, else compute
+``fusion``          copy iff P_gate > TH2, translate iff tau < P_gate <= TH2, else compute (TH2 > tau)
+``oracle``          translate iff IoU(current GT, GT of the last computed frame) > tau (paper Fig. 8 g_IoU);
+                    needs ground truth on every frame
+``every-k``         compute on every k-th frame since the object's last computed frame, translate otherwise
+``warp-every-k``    compute every k-th frame, warp the last computed probability map by optical flow
+                    otherwise (no network runs on a warp frame: GSVNet's key-frame schedule)
+``warp-error``      warp iff 1 - the warp's photometric error around the object > tau, else compute
+==================  ======================================================================================
 
 Adding a policy: a new module here with a :class:`~lib.engine.policies.base.Policy` subclass decorated with
 :func:`register`, imported at the bottom of this file, and its test in ``tests/lib/engine/policies/``. The
@@ -82,7 +85,7 @@ def policy_from_args(args: argparse.Namespace, tau: float) -> PolicyConfig:
 
 
 # The built-in families, in the order of the table above (registration order = --policy choices' order).
-from lib.engine.policies import gate, always, copying, fusion, oracle, every_k  # noqa: E402,F401,I001
+from lib.engine.policies import gate, always, copying, fusion, oracle, every_k, warp  # noqa: E402,F401,I001
 
 __all__ = ["ObjectFrame", "Param", "Policy", "PolicyConfig", "add_policy_flags", "policy_class", "policy_from_args",
            "policy_names", "policy_of_label", "register", "thresholds"]

@@ -1,0 +1,126 @@
+"""warp-every-k and warp-error: decisions, labels, and in a session: no network on warp frames, the target
+model learns only on computed frames, one flow per key frame shared by its objects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from base.errors import ConfigError
+from dataset.davis import DAVISDataset
+from dataset.synthetic import generate_davis2017
+from lib.engine.core import EngineConfig, InferenceEngine
+from lib.engine.paths import COMPUTE as C
+from lib.engine.paths import path_by_code
+from lib.engine.policies import ObjectFrame, PolicyConfig, policy_of_label
+from lib.engine.policies import warp as warp_policies
+from lib.engine.policies.warp import WARP as W
+from lib.evaluation.run import track_sequence
+from models.backbone import FeatureExtractor
+from models.gfrtm import GFRTM
+
+
+@pytest.mark.parametrize("k, since, expected", [(1, 1, C), (3, 1, W), (3, 2, W), (3, 3, C)])
+def test_warp_every_k_schedule(decide, k, since, expected):
+    assert decide(PolicyConfig.of("warp-every-k", k=k), since=since) is expected
+
+
+def test_labels_flags_and_validation():
+    assert PolicyConfig.of("warp-every-k", k=3).label() == "warp-every-3"
+    assert PolicyConfig.of("warp-every-k", k=3, refine="none").label() == "warp-every-3-none"
+    assert PolicyConfig("warp-error", 0.9).label() == "warp-error"
+    for label, name in (("warp-every-3", "warp-every-k"), ("warp-every-3-none", "warp-every-k"),
+                        ("warp-error-none", "warp-error"), ("every-3", "every-k")):
+        assert policy_of_label(label).name == name
+    assert policy_of_label("warp-every-3").point_label("warp-every-3-none") == "k=3"
+    assert path_by_code("W") is W and W.reuses
+    with pytest.raises(ConfigError, match="--warp-refine must be one of guided, none"):
+        PolicyConfig.of("warp-error", 0.9, refine="bilateral")
+    with pytest.raises(ConfigError, match="--every-k >= 1"):
+        PolicyConfig.of("warp-every-k", k=0)
+    for name in ("warp-every-k", "warp-error"):
+        cls = PolicyConfig(name).policy_class
+        assert not cls.needs_matching and not cls.needs_gate
+
+
+def test_warp_error_warps_iff_confidence_above_tau():
+    policy = PolicyConfig("warp-error", 0.95).create()
+    frame = dict(obj_id=1, index=2, frames_since_compute=1)
+    assert policy.decide(ObjectFrame(**frame, cue=0.96)) is W
+    assert policy.decide(ObjectFrame(**frame, cue=0.95)) is C  # strict, as the gate
+
+
+@pytest.fixture(scope="module")
+def davis_seq(tmp_path_factory):
+    root = generate_davis2017(tmp_path_factory.mktemp("davis"), seed=3, size=(64, 96), num_train=1, num_val=2,
+                              frames=(7, 7))
+    ds = DAVISDataset(root, year=2017, split="val")
+    return max((ds.sequence(n) for n in ds.names), key=lambda s: len(s.object_ids))
+
+
+@pytest.fixture(scope="module")
+def networks():
+    torch.manual_seed(0)
+    return GFRTM("resnet18"), FeatureExtractor("resnet18", "none")
+
+
+def run(networks, seq, policy):
+    engine = InferenceEngine(*networks, EngineConfig())
+    outputs = []
+    stats = track_sequence(engine, seq, policy, on_frame=outputs.append)
+    return engine, stats, outputs
+
+
+def test_warp_frames_run_no_network_and_share_the_flow(networks, davis_seq, monkeypatch):
+    model, backbone = networks
+    calls = {"frame_features": 0, "update_target": 0, "match": 0, "flow": 0}
+
+    def spy(name, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(InferenceEngine, "frame_features", spy("frame_features", InferenceEngine.frame_features))
+    monkeypatch.setattr(InferenceEngine, "update_target", spy("update_target", InferenceEngine.update_target))
+    monkeypatch.setattr(InferenceEngine, "match", spy("match", InferenceEngine.match))
+    monkeypatch.setattr(warp_policies, "dis_flow", spy("flow", warp_policies.dis_flow))
+    _, stats, out = run(networks, davis_seq, PolicyConfig.of("warp-every-k", k=3))
+    n_obj, frames = len(davis_seq.object_ids), len(davis_seq)
+    assert n_obj >= 2
+    computed = [i for i in range(1, frames) if i % 3 == 0]  # frames 3 and 6
+    for o in out[1:]:
+        assert set(o.paths.values()) == {C if o.index in computed else W}
+        if o.index not in computed:
+            assert o.result.logits == {}  # no network output on a warp frame
+    warp_frames = frames - 1 - len(computed)
+    assert calls == {"frame_features": 1 + len(computed), "update_target": n_obj * len(computed), "match": 0,
+                     "flow": warp_frames}  # the objects share their key frame, so one flow per warp frame
+    assert stats.reused_object_frames == warp_frames * n_obj
+    for o in out[1:]:
+        assert np.isin(o.labels, [0] + list(davis_seq.object_ids)).all()
+
+
+def test_warp_error_at_tau_one_computes_every_frame_like_always(networks, davis_seq):
+    _, _, warp_out = run(networks, davis_seq, PolicyConfig("warp-error", 1.0))
+    _, _, always_out = run(networks, davis_seq, PolicyConfig("always"))
+    for a, b in zip(warp_out, always_out):
+        assert set(a.paths.values()) <= {C}
+        np.testing.assert_array_equal(a.labels, b.labels)
+    _, stats, out = run(networks, davis_seq, PolicyConfig("warp-error", -1.0))
+    assert stats.reused_object_frames == stats.tracked_object_frames
+    assert {p for o in out[1:] for p in o.paths.values()} == {W}
+
+
+def test_warp_needs_the_frames(networks):
+    """A session fed backbone features (no image) cannot warp: a one-line error, not a crash."""
+    engine = InferenceEngine(*networks, EngineConfig())
+    session = engine.new_session(PolicyConfig.of("warp-every-k", k=3))
+    image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    mask = np.zeros((64, 96), np.uint8)
+    mask[16:48, 24:72] = 1
+    session.step(image, {1: mask})
+    feats = engine.frame_features(engine.frame_tensor(image))
+    with pytest.raises(ConfigError, match="the warp path needs the frame itself"):
+        session.step_features(feats, (64, 96))

@@ -1,0 +1,89 @@
+"""Optical-flow warping: a known translation moves a mask by that translation; the guided filter and the
+photometric error behave as documented."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from lib.engine.warp import (
+    backward_warp,
+    dis_flow,
+    guided_filter,
+    guided_radius,
+    resize_flow,
+    small_gray,
+    warp_object,
+)
+
+SIZE = (240, 320)
+
+
+def textured_scene(shift=(0, 0), seed=0):
+    """A smooth random RGB texture (H, W, 3) uint8 moved by ``shift`` = (dy, dx) pixels (wrapping around)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.uniform(0, 255, (SIZE[0], SIZE[1], 3)).astype(np.float32)
+    texture = cv2.GaussianBlur(noise, (0, 0), 3)
+    texture = (texture - texture.min()) / (texture.max() - texture.min()) * 255
+    return np.roll(texture, shift, axis=(0, 1)).astype(np.uint8)
+
+
+def box_mask(top, left, height=80, width=100):
+    mask = np.zeros(SIZE, np.float32)
+    mask[top:top + height, left:left + width] = 1
+    return mask
+
+
+@pytest.mark.parametrize("refine", [False, True])
+@pytest.mark.parametrize("shift", [(4, 8), (-8, 12)])
+def test_a_known_translation_moves_the_mask_by_it(shift, refine):
+    key, current = textured_scene(), textured_scene(shift)
+    key_small, current_small = small_gray(key), small_gray(current)
+    flow = dis_flow(current_small, key_small)
+    guide = small_gray(current, 1).astype(np.float32) / 255 if refine else None
+    result = warp_object(current_small, key_small, flow, box_mask(80, 110), guide)
+    moved = result.prob > 0.5
+    expected = box_mask(80 + shift[0], 110 + shift[1]) > 0.5
+    iou = (moved & expected).sum() / (moved | expected).sum()
+    assert iou > 0.9, iou
+    ys, xs = np.nonzero(moved)
+    assert abs(ys.mean() - (80 + shift[0] + 39.5)) < 1.5 and abs(xs.mean() - (110 + shift[1] + 49.5)) < 1.5
+    assert result.error < 0.03  # the warp explains the frame
+    # the same mask on the unmoved frame: the warp's photometric error is much larger
+    assert warp_object(current_small, key_small, np.zeros_like(flow), box_mask(80, 110), None).error > 3 * result.error
+
+
+def test_backward_warp_of_an_exact_flow_and_flow_resizing():
+    array = np.arange(12 * 16, dtype=np.float32).reshape(12, 16)
+    flow = np.zeros((12, 16, 2), np.float32)
+    flow[..., 0] = 2  # out(x) = array(x + 2): content moves left by 2
+    np.testing.assert_array_equal(backward_warp(array, flow)[:, :14], array[:, 2:])
+    np.testing.assert_array_equal(backward_warp(array, flow)[:, 14:], array[:, 15:16].repeat(2, 1))  # border
+    big = resize_flow(flow, (24, 64))
+    assert big.shape == (24, 64, 2)
+    np.testing.assert_allclose(big[..., 0], 8.0)
+    np.testing.assert_allclose(big[..., 1], 0.0)
+
+
+def test_guided_filter_keeps_what_follows_the_guide_and_smooths_the_rest():
+    guide = np.zeros((64, 64), np.float32)
+    guide[:, 32:] = 1.0
+    # a map that is the guide itself (edges aligned) comes back nearly unchanged
+    np.testing.assert_allclose(guided_filter(guide, guide.copy(), 4, 1e-4), guide, atol=1e-2)
+    # a constant map stays constant
+    np.testing.assert_allclose(guided_filter(guide, np.full_like(guide, 0.3), 4, 1e-2), 0.3, atol=1e-5)
+    # on a flat guide, a step that the guide does not have is blurred
+    flat = np.full_like(guide, 0.5)
+    out = guided_filter(flat, guide.copy(), 4, 1e-2)
+    assert 0.2 < out[32, 31] < 0.8 and 0.2 < out[32, 32] < 0.8
+    assert guided_radius((480, 854)) == 8 and guided_radius((24, 32)) == 1
+
+
+def test_an_empty_object_measures_the_whole_frame():
+    key, current = textured_scene(), textured_scene((0, 6))
+    key_small, current_small = small_gray(key), small_gray(current)
+    zero = np.zeros(SIZE + (2,), np.float32)[::4, ::4]
+    result = warp_object(current_small, key_small, zero, np.zeros(SIZE, np.float32), None)
+    whole = np.abs(current_small.astype(np.float32) - key_small.astype(np.float32)).mean() / 255
+    assert result.prob.max() == 0 and result.error == pytest.approx(whole, rel=1e-5)
