@@ -327,8 +327,9 @@ class InferenceEngine:
 
     def match(self, ctx: FrameContext, obj: ObjectState, gate: bool) -> Tuple[Tensor, Optional[float]]:
         """Template matching of ``obj`` on the frame: tplS and, with ``gate``, P_gate."""
+        layer3 = ctx.feats["layer3"]  # (the backbone, if it has not run yet, is counted on its own)
         with self.flops.count("template_matching_gate", ctx.image_size), self.autocast():
-            tpl_s = self.model.match(ctx.feats["layer3"], obj.prev_score, obj.template)
+            tpl_s = self.model.match(layer3, obj.prev_score, obj.template)
             p_gate = float(self.model.reuse_probability(self.model.gate_logits(tpl_s).float())[0]) if gate else None
         return tpl_s, p_gate
 

@@ -45,6 +45,7 @@ class FlopMeter:
         self.enabled = enabled
         self.cache: Dict[tuple, int] = {}
         self.by_component: Dict[str, int] = defaultdict(int)
+        self._active: Optional[str] = None  # the component being counted
 
     @property
     def total(self) -> int:
@@ -56,14 +57,20 @@ class FlopMeter:
         if not self.enabled:
             yield
             return
+        if self._active is not None:  # the outer count would hold the inner one's FLOPs too
+            raise RuntimeError(f"FLOP count {component!r} inside count {self._active!r}: counts must not nest")
         full_key = (component, *key)
         cached = self.cache.get(full_key)
-        if cached is not None:
-            yield
-        else:
-            with FlopCounterMode(display=False) as counter:
+        self._active = component
+        try:
+            if cached is not None:
                 yield
-            cached = self.cache[full_key] = counter.get_total_flops()
+            else:
+                with FlopCounterMode(display=False) as counter:
+                    yield
+                cached = self.cache[full_key] = counter.get_total_flops()
+        finally:
+            self._active = None
         self.by_component[component] += cached
 
     def reset_totals(self) -> None:

@@ -170,6 +170,8 @@ def test_flops_counted_per_component(networks, davis_seq):
     frames = len(davis_seq)
     per_frame = tracker.flops.cache[("backbone_stride8", (64, 96))]
     assert comps["backbone_stride8"] == per_frame * frames
+    # the matching's count holds the matching alone (the backbone, run on first use, is counted apart)
+    assert tracker.flops.cache[("template_matching_gate", (64, 96))] < 0.1 * per_frame
 
 
 def test_soft_aggregation_sums_to_one():

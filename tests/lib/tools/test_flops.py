@@ -127,6 +127,12 @@ def test_flop_meter_counts_each_key_once_and_accumulates():
     assert meter.total == 7 * expected and len(meter.cache) == 2
     meter.reset_totals()
     assert meter.total == 0 and len(meter.cache) == 2
+    with pytest.raises(RuntimeError, match="FLOP count 'inner' inside count 'conv'"):
+        with meter.count("conv", (4, 5)), meter.count("inner"):
+            pass
+    with meter.count("after", (4, 5)):  # the meter is usable again
+        conv(x)
+    assert meter.by_component["after"] == expected
     off = FlopMeter(enabled=False)
     with off.count("conv", (4, 5)):
         conv(x)
