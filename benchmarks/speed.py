@@ -17,7 +17,8 @@ is timed, each after ``--warmup`` untimed runs, ``--repeats`` times (median, qua
 * whole frames through an inference session (:meth:`lib.engine.session.InferenceSession.step`, from the
   RGB array to the label map): a compute-path frame (tau = 1) without the CG update (7 of 8 computed
   frames), the compute-path frame that runs the CG update (every ``train_skipping``-th computed
-  frame, memory as after the first 7 computed frames), and a reuse-path frame (tau = -1). Each timed
+  frame, memory as after the first 7 computed frames), a reuse-path frame (tau = -1) and a warp-path
+  frame (``warp-every-k``: optical flow back to the first frame, no network). Each timed
   frame starts from the same session state, cloned untimed (:meth:`InferenceSession.clone`).
 
 All measurements run round-robin, one of each per round, so that a change of background load hits
@@ -74,6 +75,7 @@ FRAMES: Tuple[Tuple[str, str], ...] = (
     ("frame_compute", "frame: compute path"),
     ("frame_reuse", "frame: reuse path"),
     ("frame_compute_cg", "frame: compute path + CG update"),
+    ("frame_warp", "frame: warp path (optical flow, no network)"),
 )
 
 
@@ -207,6 +209,7 @@ def synthetic_frames(height: int, width: int, seed: int = 0) -> Tuple[np.ndarray
 
 COMPUTE_POLICY = PolicyConfig("gate", 1.0)  # P_gate > 1 never holds: every frame computes
 REUSE_POLICY = PolicyConfig("gate", -1.0)  # every frame reuses
+WARP_POLICY = PolicyConfig.of("warp-every-k", k=10**9)  # every frame warps
 
 
 @dataclasses.dataclass
@@ -223,9 +226,10 @@ class Scene:
     several: Dict[int, InferenceSession]  # N -> N objects (the ellipse cut into N bands) initialised on frame 0
 
     def session(self, path: str, start: Optional[InferenceSession] = None) -> InferenceSession:
-        """An independent copy of ``start`` (default: the initial session) that takes ``path`` on every frame."""
+        """An independent copy of ``start`` (default: the initial session) that takes ``path`` (compute, reuse,
+        warp) on every frame."""
         start = self.initial if start is None else start
-        return start.clone() if path == "compute" else start.clone(REUSE_POLICY)
+        return start.clone() if path == "compute" else start.clone(REUSE_POLICY if path == "reuse" else WARP_POLICY)
 
     def frame(self, session: InferenceSession) -> np.ndarray:
         """The next frame (frame 1's image) in ``session``, which advances; the label map."""
@@ -368,6 +372,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
         "frame_compute": frame("compute"),
         "frame_reuse": frame("reuse"),
         "frame_compute_cg": frame("compute", before_cg),
+        "frame_warp": frame("warp"),
         # the first frame: augmentation, backbone on the augmented copies, GN/CG, template (a fresh session)
         "first_frame_init": ((lambda session: session.step(scene.frame0, {1: scene.mask0})),
                              (lambda: engine.new_session(COMPUTE_POLICY))),
@@ -377,6 +382,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     timings = Stopwatch(dev, repeats, warmup).time_interleaved(jobs)
     assert scene.session("reuse").step(frame1).paths[1].reuses, "tau = -1 must reuse"
     assert not scene.session("compute").step(frame1).paths[1].reuses, "tau = 1 must compute"
+    assert scene.session("warp").step(frame1).paths[1].name == "warp"
 
     log("peak memory per path")
     peak = peak_memory_per_path(ftext, (height, width), dev, seed, channels_last, scene)
@@ -417,6 +423,7 @@ def assemble(ftext: str, size: Tuple[int, int], device: torch.device, threads: i
         "frame_compute": float(flops["full"]),
         "frame_reuse": float(flops["reuse"]),
         "frame_compute_cg": float(flops["full"]) + flops_update,
+        "frame_warp": 0.0,  # no convolution or matrix product runs (flow and filters are OpenCV's, not counted)
     }
     stats = {key: t.summary() for key, t in timings.items()}
     frame_of = {"compute": "frame_compute", "reuse": "frame_reuse"}
@@ -450,7 +457,8 @@ def assemble(ftext: str, size: Tuple[int, int], device: torch.device, threads: i
     reuse_ms = stats["frame_reuse"]["median_ms"]
     ratios = {"time": reuse_ms / plain, "flops": gflops["frame_reuse"] / gflops["frame_compute"],
               "time_vs_amortised": reuse_ms / amortised_ms,
-              "flops_vs_amortised": gflops["frame_reuse"] / amortised_gflops}
+              "flops_vs_amortised": gflops["frame_reuse"] / amortised_gflops,
+              "warp_time": stats["frame_warp"]["median_ms"] / plain}
     return {
         "ftext": ftext, "size": list(size), "device": str(device), "threads": threads, "repeats": repeats,
         "warmup": warmup, "torch": torch.__version__,
@@ -505,7 +513,9 @@ def format_table(result: Dict[str, object]) -> str:
     r = result["ratios"]
     lines += ["", f"reuse / compute: time {r['time']:.3f}, FLOPs {r['flops']:.3f} "
                   f"(vs the amortised compute frame: time {r['time_vs_amortised']:.3f}, "
-                  f"FLOPs {r['flops_vs_amortised']:.3f})"]
+                  f"FLOPs {r['flops_vs_amortised']:.3f})",
+              f"warp / compute: time {r['warp_time']:.3f} (the warp's optical flow and filters are not counted "
+              "in FLOPs)"]
     for path, peak in result["peak_memory"].items():
         if peak["peak_bytes"] is None:
             lines.append(f"peak memory, {path} frame: {peak['kind']}")

@@ -40,7 +40,8 @@ def test_json_structure(run):
     assert "random" in result["weights"] and result["channels_last"] is False
     assert [row["key"] for row in result["rows"]] == [k for k, _, _ in MODULES] + ["engine_overhead",
                                                                                    "target_model_update"]
-    assert set(result["frames"]) == {"frame_compute", "frame_reuse", "frame_compute_cg", "frame_compute_amortised"}
+    assert set(result["frames"]) == {"frame_compute", "frame_reuse", "frame_compute_cg", "frame_warp",
+                                     "frame_compute_amortised"}
     assert result["first_frame"]["median_ms"] > result["frames"]["frame_compute"]["median_ms"]  # init costs more
     assert list(result["objects"]) == ["1", "2", "4"] and result["objects"]["1"]["vs_one_object"] == 1.0
     for n, row in result["objects"].items():
@@ -50,7 +51,8 @@ def test_json_structure(run):
             assert row["min_ms"] <= row["q1_ms"] <= row["median_ms"] <= row["q3_ms"] <= row["max_ms"]
             assert row["median_ms"] > 0
         assert row["gflops"] >= 0
-    assert set(result["ratios"]) == {"time", "flops", "time_vs_amortised", "flops_vs_amortised"}
+    assert set(result["ratios"]) == {"time", "flops", "time_vs_amortised", "flops_vs_amortised", "warp_time"}
+    assert result["frames"]["frame_warp"]["median_ms"] > 0 and result["frames"]["frame_warp"]["gflops"] == 0
     for path in ("compute", "reuse"):
         peak = result["peak_memory"][path]
         assert peak["peak_bytes"] > 0 and "RSS" in peak["kind"]
@@ -97,6 +99,7 @@ def test_printed_table(run):
     assert f"reuse / compute: time {result['ratios']['time']:.3f}, FLOPs {result['ratios']['flops']:.3f}" in table
     assert "peak memory, compute frame" in table and "peak memory, reuse frame" in table
     assert "first frame: one object's init + its frame" in table and "N=4:" in table
+    assert f"warp / compute: time {result['ratios']['warp_time']:.3f}" in table
 
 
 def test_timing_summary_by_hand():
