@@ -39,6 +39,7 @@ from dataset.custom import CustomVideo, open_custom_video
 from lib.engine.policies import add_policy_flags, policy_class, policy_from_args, policy_names
 from lib.tools.cli import (
     SHIPPED_MODEL,
+    add_compile_flag,
     add_model_flags,
     add_overlap_flag,
     add_runtime_flags,
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="reuse threshold: reuse iff P_gate > tau (1 never reuses)")
     add_policy_flags(parser, exclude=NEEDS_GROUND_TRUTH)
     add_runtime_flags(parser)
+    add_compile_flag(parser)
     add_overlap_flag(parser)
     parser.add_argument("--resize-mask", action="store_true",
                         help="nearest-resize a mask whose size differs from the frames' (else an error)")
@@ -82,7 +84,8 @@ def segment_video(video: CustomVideo, args, out_dir: Path) -> Dict[str, object]:
     policy = policy_from_args(args, args.tau)
     loaded = load_model_from_args(args, device)
     model, backbone, size = loaded.model, loaded.backbone, loaded.size
-    engine = InferenceEngine(model, backbone, EngineConfig(seed=args.seed, amp=args.amp, size=size), device)
+    engine = InferenceEngine(model, backbone, EngineConfig(seed=args.seed, amp=args.amp, size=size,
+                                                           compile=args.compile), device)
     session = engine.new_session(policy, name=video.name)
 
     masks_dir = out_dir / "masks"

@@ -31,6 +31,7 @@ from lib.engine.policies import add_policy_flags, policy_from_args, thresholds
 from lib.evaluation.report import write_report
 from lib.evaluation.summary import score_run, write_summary
 from lib.tools.cli import (
+    add_compile_flag,
     add_dataset_root_flags,
     add_model_flags,
     add_overlap_flag,
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--no-flops", action="store_true", help="do not measure FLOPs")
     add_overlap_flag(model)
     add_runtime_flags(model)
+    add_compile_flag(model)
     model.add_argument("--overwrite", action="store_true", help="recompute sequences finished earlier")
     return parser
 
@@ -107,8 +109,10 @@ def model_mode(args) -> int:
     scored = args.dset in SCORED_DATASETS
     setup = {"model": Path(args.model).name, "backbone": model.ftext, "pretrained": loaded.pretrained,
              "device": str(device), "threads": torch.get_num_threads() if device.type == "cpu" else None,
-             "tm_iters": args.tm_iters, "amp": args.amp, "size": list(size) if size else None}
-    engine = InferenceEngine(model, backbone, EngineConfig(target=target, seed=args.seed, amp=args.amp, size=size),
+             "tm_iters": args.tm_iters, "amp": args.amp, "size": list(size) if size else None,
+             "compile": list(args.compile)}
+    engine = InferenceEngine(model, backbone, EngineConfig(target=target, seed=args.seed, amp=args.amp, size=size,
+                                                           compile=args.compile),
                              device, count_flops=not args.no_flops)
     runs = []
     for policy in policies:
@@ -117,6 +121,9 @@ def model_mode(args) -> int:
                        overlap_io=args.overlap_io)
         runs.append(run_dataset(engine, policy, sequences, spec))
         runs[-1]["setup"] = setup
+        if args.compile:  # first calls per shape of the compiled parts, inside the processing time above
+            setup["compile_seconds"] = round(engine.compile_seconds, 3)
+            print(f"torch.compile ({', '.join(args.compile)}): {engine.compile_seconds:.1f} s of first calls so far")
         print(format_runs(args.dset, runs[-1:]))
     path = write_summary(out_dir / "summary.json", args.dset, runs)
     print(format_runs(args.dset, runs))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
@@ -97,6 +97,18 @@ def add_runtime_flags(group, *, seed_help: str = "seed of target-model init and 
         group.add_argument("--amp", choices=["bf16"], default=None, help="bf16 autocast for the networks")
     group.add_argument("--seed", type=int, default=0, help=seed_help)
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
+
+def _comma_list(text: str) -> Tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def add_compile_flag(group) -> None:
+    """``--compile PARTS`` -> ``args.compile`` (a tuple; empty: eager), for :attr:`EngineConfig.compile`."""
+    group.add_argument("--compile", type=_comma_list, default=(), metavar="PARTS",
+                       help="run backbone and/or refiner (comma-separated) through torch.compile (inductor); the "
+                            "compilation time is reported apart (compile_seconds). Measured on a 2-core CPU: the "
+                            "backbone 13%% faster after 8 s of compilation, the refiner slower")
 
 
 def add_overlap_flag(group) -> None:

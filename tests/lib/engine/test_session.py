@@ -323,3 +323,28 @@ def test_clones_are_independent_and_may_take_another_policy(networks, clip):
     assert all(p is COMPUTE for p in a.paths.values())
     assert all(p is TRANSLATE for p in reusing.step(frames[1]).paths.values())
     assert reusing.policy_config.tau == -1.0 and session.policy_config.tau == 1.0
+
+
+def test_compile_config_is_checked():
+    assert EngineConfig(compile=("refiner", "backbone", "refiner")).compile == ("refiner", "backbone")
+    with pytest.raises(ConfigError, match="--compile takes backbone, refiner; got gpu"):
+        EngineConfig(compile=("gpu",))
+
+
+@pytest.mark.slow
+def test_compiled_engine_equals_eager_and_times_first_calls(networks, davis_seq):
+    """torch.compile of the backbone and the refiner: the same masks as eager (logits up to rounding), the first
+    call per shape timed into compile_seconds, and no recompilation for a second video of the same size."""
+    model, backbone = networks
+    eager_engine, _, eager = run(networks, davis_seq, PolicyConfig("gate", 0.5))
+    engine = InferenceEngine(model, backbone, EngineConfig(compile=("backbone", "refiner")))
+    compiled = []
+    track_sequence(engine, davis_seq, PolicyConfig("gate", 0.5), on_frame=compiled.append)
+    assert engine.compile_seconds > 0 and eager_engine.compile_seconds == 0
+    for a, b in zip(eager, compiled):
+        assert a.paths == b.paths
+        for obj_id, logits in a.result.logits.items():
+            torch.testing.assert_close(b.result.logits[obj_id], logits, rtol=1e-4, atol=1e-4)
+    first = engine.compile_seconds
+    track_sequence(engine, davis_seq, PolicyConfig("gate", 0.5))
+    assert engine.compile_seconds == first
