@@ -18,7 +18,9 @@ is timed, each after ``--warmup`` untimed runs, ``--repeats`` times (median, qua
   RGB array to the label map): a compute-path frame (tau = 1) without the CG update (7 of 8 computed
   frames), the compute-path frame that runs the CG update (every ``train_skipping``-th computed
   frame, memory as after the first 7 computed frames), a reuse-path frame (tau = -1) and a warp-path
-  frame (``warp-every-k``: optical flow back to the first frame, no network). Each timed
+  frame (``warp-every-k``: optical flow back to the first frame, no network), and at sizes that are multiples
+  of 8 two sparse-path frames (``sparse-gate``: a still frame, where only the mask-boundary tiles run, and one
+  where every tile changed). Each timed
   frame starts from the same session state, cloned untimed (:meth:`InferenceSession.clone`).
 
 All measurements run round-robin, one of each per round, so that a change of background load hits
@@ -76,6 +78,10 @@ FRAMES: Tuple[Tuple[str, str], ...] = (
     ("frame_reuse", "frame: reuse path"),
     ("frame_compute_cg", "frame: compute path + CG update"),
     ("frame_warp", "frame: warp path (optical flow, no network)"),
+)
+SPARSE_FRAMES: Tuple[Tuple[str, str], ...] = (
+    ("frame_sparse_still", "frame: sparse path, still frame (boundary tiles)"),
+    ("frame_sparse_moving", "frame: sparse path, every tile changed"),
 )
 
 
@@ -210,6 +216,7 @@ def synthetic_frames(height: int, width: int, seed: int = 0) -> Tuple[np.ndarray
 COMPUTE_POLICY = PolicyConfig("gate", 1.0)  # P_gate > 1 never holds: every frame computes
 REUSE_POLICY = PolicyConfig("gate", -1.0)  # every frame reuses
 WARP_POLICY = PolicyConfig.of("warp-every-k", k=10**9)  # every frame warps
+SPARSE_POLICY = PolicyConfig("sparse-gate", -1.0)  # every frame takes the sparse path
 
 
 @dataclasses.dataclass
@@ -358,6 +365,18 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     def frame(path: str, start: Optional[InferenceSession] = None) -> Job:
         return scene.frame, (lambda: scene.session(path, start))
 
+    # The sparse path reuses the previous frame's shallow maps: from a session whose last frame (frame 0 again,
+    # run densely: its first tracked frame) left them, the still frame 0 activates only the mask-boundary tiles
+    # and frame 1 (the whole scene moved) every tile. Only for sizes the tiles fit (multiples of 8).
+    sparse_jobs: Dict[str, Job] = {}
+    sparse_flops: Dict[str, float] = {}
+    if height % 8 == 0 and width % 8 == 0:
+        sparse_start = scene.initial.clone(SPARSE_POLICY)
+        sparse_start.step(scene.frame0)
+        for key, image in (("frame_sparse_still", scene.frame0), ("frame_sparse_moving", frame1)):
+            sparse_jobs[key] = ((lambda session, image=image: session.step(image).labels), sparse_start.clone)
+            sparse_flops[key] = measure(lambda image=image: sparse_start.clone().step(image)) * GIGA
+
     jobs: Dict[str, Job] = {
         "backbone_stride8": (inference(lambda: backbone.forward_f8(image1)), None),
         "backbone_deep": (inference(lambda: backbone.forward_deep(feats1["layer3"])), None),
@@ -373,6 +392,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
         "frame_reuse": frame("reuse"),
         "frame_compute_cg": frame("compute", before_cg),
         "frame_warp": frame("warp"),
+        **sparse_jobs,
         # the first frame: augmentation, backbone on the augmented copies, GN/CG, template (a fresh session)
         "first_frame_init": ((lambda session: session.step(scene.frame0, {1: scene.mask0})),
                              (lambda: engine.new_session(COMPUTE_POLICY))),
@@ -392,7 +412,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     state = applied_before_update()
     flops_update = measure(update, state) * GIGA
     result = assemble(ftext, (height, width), dev, torch.get_num_threads(), repeats, warmup, timings, flops,
-                      flops_update, peak, memory_after_cg, train_skipping)
+                      flops_update, peak, memory_after_cg, train_skipping, sparse_flops)
     result["channels_last"] = channels_last
     # one object's initialisation (augmentation, backbone on the copies, GN/CG, template) and its frame
     result["first_frame"] = {"label": "first frame: one object's init + its frame",
@@ -408,7 +428,8 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
 
 def assemble(ftext: str, size: Tuple[int, int], device: torch.device, threads: int, repeats: int, warmup: int,
              timings: Dict[str, Timing], flops: Dict[str, object], flops_update: float,
-             peak: Dict[str, Dict[str, object]], memory_samples: int, train_skipping: int) -> Dict[str, object]:
+             peak: Dict[str, Dict[str, object]], memory_samples: int, train_skipping: int,
+             sparse_flops: Optional[Dict[str, float]] = None) -> Dict[str, object]:
     """Build the result dict: rows with medians, spreads, GFLOPs and per-path shares; ratios."""
     m: Dict[str, float] = flops["modules"]  # type: ignore[assignment]
     head = m["refiner_shallow_stages"] + m["upsampler"]
@@ -424,6 +445,7 @@ def assemble(ftext: str, size: Tuple[int, int], device: torch.device, threads: i
         "frame_reuse": float(flops["reuse"]),
         "frame_compute_cg": float(flops["full"]) + flops_update,
         "frame_warp": 0.0,  # no convolution or matrix product runs (flow and filters are OpenCV's, not counted)
+        **(sparse_flops or {}),  # the whole step as counted (its backbone, matching, gate, translator, tiles)
     }
     stats = {key: t.summary() for key, t in timings.items()}
     frame_of = {"compute": "frame_compute", "reuse": "frame_reuse"}
@@ -447,7 +469,8 @@ def assemble(ftext: str, size: Tuple[int, int], device: torch.device, threads: i
     update_label = f"target-model update (CG, {memory_samples} samples)"
     rows.append({"key": "target_model_update", "label": update_label, "path": f"compute, every {train_skipping}th",
                  **stats["target_model_update"], "gflops": gflops["target_model_update"], "share": {}})
-    frames = {key: {"label": label, **stats[key], "gflops": gflops[key]} for key, label in FRAMES}
+    frames = {key: {"label": label, **stats[key], "gflops": gflops[key]}
+              for key, label in FRAMES + SPARSE_FRAMES if key in stats}
     plain, with_cg = stats["frame_compute"]["median_ms"], stats["frame_compute_cg"]["median_ms"]
     amortised_ms = ((train_skipping - 1) * plain + with_cg) / train_skipping
     amortised_gflops = gflops["frame_compute"] + flops_update / train_skipping
@@ -458,7 +481,8 @@ def assemble(ftext: str, size: Tuple[int, int], device: torch.device, threads: i
     ratios = {"time": reuse_ms / plain, "flops": gflops["frame_reuse"] / gflops["frame_compute"],
               "time_vs_amortised": reuse_ms / amortised_ms,
               "flops_vs_amortised": gflops["frame_reuse"] / amortised_gflops,
-              "warp_time": stats["frame_warp"]["median_ms"] / plain}
+              "warp_time": stats["frame_warp"]["median_ms"] / plain,
+              **{f"{key[6:]}_time": stats[key]["median_ms"] / plain for key, _ in SPARSE_FRAMES if key in stats}}
     return {
         "ftext": ftext, "size": list(size), "device": str(device), "threads": threads, "repeats": repeats,
         "warmup": warmup, "torch": torch.__version__,
@@ -516,6 +540,11 @@ def format_table(result: Dict[str, object]) -> str:
                   f"FLOPs {r['flops_vs_amortised']:.3f})",
               f"warp / compute: time {r['warp_time']:.3f} (the warp's optical flow and filters are not counted "
               "in FLOPs)"]
+    if "sparse_still_time" in r:
+        lines.append(f"sparse / compute: time {r['sparse_still_time']:.3f} on a still frame, "
+                     f"{r['sparse_moving_time']:.3f} with every tile changed")
+    else:
+        lines.append("sparse path: not timed (it needs a size that is a multiple of 8)")
     for path, peak in result["peak_memory"].items():
         if peak["peak_bytes"] is None:
             lines.append(f"peak memory, {path} frame: {peak['kind']}")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Hashable, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, Mapping, Optional, Tuple
 from typing import Sequence as Seq
 
 import cv2
@@ -41,6 +41,7 @@ from base.errors import ConfigError
 from lib.engine.aggregation import soft_aggregate
 from lib.engine.augment import augment_first_frame
 from lib.engine.policies import PolicyConfig
+from lib.engine.sparse import shallow_dense
 from lib.tools.flops import FlopMeter
 from models.backbone import FeatureExtractor
 from models.gfrtm import GFRTM, nearest_resize
@@ -145,6 +146,9 @@ class ObjectState:
     learns: bool = True  # whether the target model is updated after computed frames (False when restored)
     key_image: Optional[Tensor] = None  # (1, 3, H, W) uint8 frame of the last computed frame (None: not known)
     key_prob: Optional[Tensor] = None  # (H, W) probability map (or given mask) of the last computed frame
+    shallow_state: Optional[Dict[str, Tensor]] = None  # maps of its last shallow-stage run (lib.engine.sparse)
+    shallow_index: int = -1  # the frame of that run
+    shallow_image: Optional[Tensor] = None  # (1, 3, H, W) uint8: that frame
 
 
 @dataclass
@@ -384,15 +388,34 @@ class InferenceEngine:
             p_gate = float(self.model.reuse_probability(self.model.gate_logits(tpl_s).float())[0]) if gate else None
         return tpl_s, p_gate
 
-    def run_translate(self, ctx: FrameContext, obj: ObjectState, tpl_s: Tensor) -> Tuple[Tensor, Tensor]:
-        """The paper's reuse path: probability (H, W) and logits (1, 1, H, W)."""
+    def run_shallow(self, ctx: FrameContext, obj: ObjectState, x16: Tensor, score: Tensor,
+                    reduced: Dict[str, Tensor]) -> Tensor:
+        """The shallow stages and upsampler -> logits (1, 1, H, W). For a policy that ``keeps_shallow_state`` the
+        maps a later sparse frame reuses are kept in ``obj`` (the same logits, bit for bit)."""
+        if ctx.policy is not None and ctx.policy.keeps_shallow_state:
+            logits, state = shallow_dense(self.model, x16, score, ctx.feats["layer3"], ctx.feats["layer2"],
+                                          ctx.image_size, reduced)
+            obj.shallow_state, obj.shallow_index, obj.shallow_image = state, ctx.index, ctx.image
+            return logits
+        return self._shallow(x16, score, ctx.feats["layer3"], ctx.feats["layer2"], ctx.image_size, reduced)
+
+    def run_translate(self, ctx: FrameContext, obj: ObjectState, tpl_s: Tensor,
+                      shallow: Optional[Callable[[Tensor, Tensor, Dict[str, Tensor]], Tensor]] = None,
+                      flops: Tuple[Hashable, ...] = ("reuse_path",)) -> Tuple[Tensor, Tensor]:
+        """The paper's reuse path: probability (H, W) and logits (1, 1, H, W).
+
+        ``shallow(x16, score, reduced) -> logits`` replaces the shallow stages (a sparse path's); ``flops``: the
+        FLOP component and the key beyond the image size that fixes its cost.
+        """
         reduced = ctx.shallow_reduced  # counted on its own, once per frame
-        with self.flops.count("reuse_path", ctx.image_size), self.autocast():
+        with self.flops.count(flops[0], ctx.image_size, *flops[1:]), self.autocast():
             delta = self.model.delta(tpl_s)
             score = obj.prev_score + delta.float()
             x16 = self.model.translate(obj.prev_refine, delta)
-            logits = self._shallow(x16, score, ctx.feats["layer3"], ctx.feats["layer2"], ctx.image_size,
-                                        reduced)
+            if shallow is None:
+                logits = self.run_shallow(ctx, obj, x16, score, reduced)
+            else:
+                logits = shallow(x16, score, reduced)
         logits = logits.float()
         return torch.sigmoid(logits)[0, 0], logits
 
@@ -403,8 +426,7 @@ class InferenceEngine:
             score = self.target_score(obj.target, deep["layer4"])
             with self.autocast():
                 x16 = self.model.deep(score, deep["layer5"], deep["layer4"])
-                logits = self._shallow(x16, score, ctx.feats["layer3"], ctx.feats["layer2"], ctx.image_size,
-                                            reduced)
+                logits = self.run_shallow(ctx, obj, x16, score, reduced)
         obj.prev_score = score
         obj.prev_refine = x16.float()
         obj.last_compute_index = ctx.index

@@ -41,7 +41,9 @@ def test_json_structure(run):
     assert [row["key"] for row in result["rows"]] == [k for k, _, _ in MODULES] + ["engine_overhead",
                                                                                    "target_model_update"]
     assert set(result["frames"]) == {"frame_compute", "frame_reuse", "frame_compute_cg", "frame_warp",
-                                     "frame_compute_amortised"}
+                                     "frame_sparse_still", "frame_sparse_moving", "frame_compute_amortised"}
+    # the still frame recomputes only the mask-boundary tiles, the moving one every tile
+    assert 0 < result["frames"]["frame_sparse_still"]["gflops"] < result["frames"]["frame_sparse_moving"]["gflops"]
     assert result["first_frame"]["median_ms"] > result["frames"]["frame_compute"]["median_ms"]  # init costs more
     assert list(result["objects"]) == ["1", "2", "4"] and result["objects"]["1"]["vs_one_object"] == 1.0
     for n, row in result["objects"].items():
@@ -51,7 +53,8 @@ def test_json_structure(run):
             assert row["min_ms"] <= row["q1_ms"] <= row["median_ms"] <= row["q3_ms"] <= row["max_ms"]
             assert row["median_ms"] > 0
         assert row["gflops"] >= 0
-    assert set(result["ratios"]) == {"time", "flops", "time_vs_amortised", "flops_vs_amortised", "warp_time"}
+    assert set(result["ratios"]) == {"time", "flops", "time_vs_amortised", "flops_vs_amortised", "warp_time",
+                                     "sparse_still_time", "sparse_moving_time"}
     assert result["frames"]["frame_warp"]["median_ms"] > 0 and result["frames"]["frame_warp"]["gflops"] == 0
     for path in ("compute", "reuse"):
         peak = result["peak_memory"][path]
@@ -100,6 +103,7 @@ def test_printed_table(run):
     assert "peak memory, compute frame" in table and "peak memory, reuse frame" in table
     assert "first frame: one object's init + its frame" in table and "N=4:" in table
     assert f"warp / compute: time {result['ratios']['warp_time']:.3f}" in table
+    assert f"sparse / compute: time {result['ratios']['sparse_still_time']:.3f} on a still frame" in table
 
 
 def test_timing_summary_by_hand():

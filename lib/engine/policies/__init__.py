@@ -11,6 +11,8 @@
 ``warp-every-k``    compute every k-th frame, warp the last computed probability map by optical flow
                     otherwise (no network runs on a warp frame: GSVNet's key-frame schedule)
 ``warp-error``      warp iff 1 - the warp's photometric error around the object > tau, else compute
+``sparse-gate``     the gate; its reuse frames run the shallow stages and upsampler on the changed tiles only
+                    (SpVOS-style; the other tiles keep the previous frame's maps)
 ==================  ======================================================================================
 
 Adding a policy: a new module here with a :class:`~lib.engine.policies.base.Policy` subclass decorated with
@@ -85,7 +87,7 @@ def policy_from_args(args: argparse.Namespace, tau: float) -> PolicyConfig:
 
 
 # The built-in families, in the order of the table above (registration order = --policy choices' order).
-from lib.engine.policies import gate, always, copying, fusion, oracle, every_k, warp  # noqa: E402,F401,I001
+from lib.engine.policies import gate, always, copying, fusion, oracle, every_k, warp, sparse  # noqa: E402,F401,I001
 
 __all__ = ["ObjectFrame", "Param", "Policy", "PolicyConfig", "add_policy_flags", "policy_class", "policy_from_args",
            "policy_names", "policy_of_label", "register", "thresholds"]

@@ -83,6 +83,8 @@ class Policy:
         needs_matching: template matching (tplS) runs on every tracked frame (the translate path needs it).
         needs_gate: the gate's P_gate is evaluated on every tracked frame (implies ``needs_matching``).
         needs_ground_truth: the session must be given the ground truth of every frame.
+        keeps_shallow_state: every shallow-stage run keeps its maps in the object's state, for a sparse path
+            on a later frame (:mod:`lib.engine.sparse`).
     """
 
     name: ClassVar[str] = ""
@@ -93,6 +95,7 @@ class Policy:
     needs_matching: ClassVar[bool] = True
     needs_gate: ClassVar[bool] = False
     needs_ground_truth: ClassVar[bool] = False
+    keeps_shallow_state: ClassVar[bool] = False
 
     def __init__(self, config: PolicyConfig):
         self.config = config
