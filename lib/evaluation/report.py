@@ -274,6 +274,15 @@ def _annotate(ax, labels: Sequence[str], xs: Sequence[float], ys: Sequence[float
         ax.annotate(label, (x, y), textcoords="offset points", xytext=offset, fontsize=8)
 
 
+def series_colours(n: int) -> List[object]:
+    """One distinct colour per curve: matplotlib's default cycle up to 10 curves, tab20 beyond."""
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    from matplotlib import colormaps
+
+    return [colormaps["tab20"](i % 20) for i in range(n)]
+
+
 def plot_tradeoff(rows: Sequence[ReportRun]) -> Tuple[Optional[bytes], str]:
     """PNG bytes of the trade-off plot (or None) and a sentence for the report saying what it shows."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -288,11 +297,12 @@ def plot_tradeoff(rows: Sequence[ReportRun]) -> Tuple[Optional[bytes], str]:
         fig = Figure(figsize=(11, 4.5), dpi=100)
         axes = fig.subplots(1, 2)
         for ax, (key, xlabel) in zip(axes, panels):
-            for name, curve in _series(scored).items():
+            series = _series(scored)
+            for (name, curve), colour in zip(series.items(), series_colours(len(series))):
                 pts = sorted(curve, key=lambda r: float(r.run[key]))
                 xs = [float(r.run[key]) for r in pts]
                 ys = [100 * float(r.run["J&F-Mean"]) for r in pts]
-                ax.plot(xs, ys, marker="o", label=name)
+                ax.plot(xs, ys, marker="o", label=name, color=colour)
                 _annotate(ax, [r.point_label for r in pts], xs, ys)
             ax.set_xlabel(xlabel)
             ax.set_ylabel("J&F (%)")
@@ -306,11 +316,12 @@ def plot_tradeoff(rows: Sequence[ReportRun]) -> Tuple[Optional[bytes], str]:
     else:
         fig = Figure(figsize=(6, 4.5), dpi=100)
         ax = fig.subplots()
-        for name, curve in _series(timed).items():
+        series = _series(timed)
+        for (name, curve), colour in zip(series.items(), series_colours(len(series))):
             pts = sorted(curve, key=lambda r: float(r.run["reuse_rate"]))
             xs = [float(r.run["reuse_rate"]) for r in pts]
             ys = [float(r.run["fps"]) for r in pts]
-            ax.plot(xs, ys, marker="o", label=name)
+            ax.plot(xs, ys, marker="o", label=name, color=colour)
             _annotate(ax, [r.point_label for r in pts], xs, ys)
         ax.set_xlabel("reuse rate")
         ax.set_ylabel("FPS (whole run)")

@@ -167,3 +167,11 @@ def test_policy_families_come_from_the_registry():
     assert not row("gate").always_computes and not row("every-3").always_computes
     unknown = row("someone-elses-policy")  # made by a plug-in that is not registered here: plotted by tau
     assert unknown.uses_tau and unknown.family == "someone-elses-policy" and unknown.point_label == "0.7"
+
+
+def test_many_curves_get_distinct_colours():
+    from lib.evaluation.report import series_colours
+
+    assert series_colours(3) == ["C0", "C1", "C2"]
+    many = series_colours(12)
+    assert len({tuple(c) for c in many}) == 12  # the default cycle would repeat after 10
