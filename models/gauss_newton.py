@@ -71,7 +71,9 @@ class GaussNewtonCG:
     Args:
         params: the tensors to optimise; they are updated **in place** by :meth:`run`.
         residual_fn: maps a list of tensors shaped like ``params`` to a list of residual tensors.
-            It is called once per GN iteration and may read live external state (e.g. a memory).
+            It is called once per GN iteration and may read live external state (e.g. a memory). If it has
+            a ``normal_operator(params)`` method, that gives CG's ``v -> J^T J v`` at ``params`` (once per GN
+            iteration) instead of the double backward through the residuals.
         precond: one positive scalar per parameter tensor; CG divides that block's residual by it.
         direction_forget_factor: in (0, 1]; the previous ``rho`` is divided by it before every CG solve.
     """
@@ -134,16 +136,27 @@ class GaussNewtonCG:
         :meth:`_conjugate_gradient`.
         """
         x = [p.detach().requires_grad_(True) for p in self.params]
+        operator = getattr(self.residual_fn, "normal_operator", None)
         with torch.enable_grad():
             residuals = self.residual_fn(x)
-            g = [r.detach().requires_grad_(True) for r in residuals]
-            jt_g = torch.autograd.grad(residuals, x, g, create_graph=True)
+            if operator is None:  # J^T J v by double backward through this graph
+                g = [r.detach().requires_grad_(True) for r in residuals]
+                jt_g = torch.autograd.grad(residuals, x, g, create_graph=True)
+            else:
+                jt_g = torch.autograd.grad(residuals, x, [r.detach() for r in residuals])
         b = [-v.detach() for v in jt_g]
+        if operator is not None:  # the problem's own J^T J (e.g. one that avoids the residuals' resolution)
+            with torch.no_grad():
+                own = operator([p.detach() for p in self.params])
 
-        def normal_op(v: List[Tensor]) -> List[Tensor]:
-            """``J^T J v`` by double backward."""
-            jv = torch.autograd.grad(jt_g, g, v, retain_graph=True)
-            return [t.detach() for t in torch.autograd.grad(residuals, x, jv, retain_graph=True)]
+            def normal_op(v: List[Tensor]) -> List[Tensor]:
+                with torch.no_grad():
+                    return own(v)
+        else:
+            def normal_op(v: List[Tensor]) -> List[Tensor]:
+                """``J^T J v`` by double backward."""
+                jv = torch.autograd.grad(jt_g, g, v, retain_graph=True)
+                return [t.detach() for t in torch.autograd.grad(residuals, x, jv, retain_graph=True)]
 
         delta, rows = self._conjugate_gradient(b, normal_op, n_cg)
         return (sum_of_squares(residuals) if record else None), b, delta, rows

@@ -320,6 +320,45 @@ def compose_filter(project: Tensor, filt: Tensor) -> Tensor:
     return torch.einsum("ocij,cd->odij", filt, project.flatten(1))
 
 
+def gram_stencil(weights_sq: Tensor, size: Tuple[int, int]) -> Tensor:
+    """The operator ``U^T diag(weights_sq) U`` of a bilinear upsampling U from ``size`` as a 3x3 stencil.
+
+    U maps (h, w) to the (H, W) of ``weights_sq`` (``align_corners=False``, :func:`upsample_bilinear`); its
+    rows mix at most two neighbouring inputs per axis, so ``(U^T W U s)[a, b]`` only reads ``s`` at
+    ``a + da, b + db`` with ``da, db`` in -1..1. weights_sq (N, 1, H, W) -> coefficients (N, 9, h, w), tap
+    ``(da + 1) * 3 + (db + 1)``, for :func:`apply_stencil`.
+    """
+    h, w = size
+    rows = bilinear_matrix(h, weights_sq.shape[-2], weights_sq.dtype, weights_sq.device)  # (H, h)
+    cols = bilinear_matrix(w, weights_sq.shape[-1], weights_sq.dtype, weights_sq.device)  # (W, w)
+
+    def products(matrix: Tensor, d: int) -> Tensor:  # column a: matrix[:, a] * matrix[:, a + d] (0 outside)
+        shifted = torch.zeros_like(matrix)
+        n = matrix.shape[1]
+        if d >= 0:
+            shifted[:, :n - d] = matrix[:, d:]
+        else:
+            shifted[:, -d:] = matrix[:, :n + d]
+        return matrix * shifted
+
+    row_products = [products(rows, d).T for d in (-1, 0, 1)]  # (h, H) each
+    col_products = [products(cols, d) for d in (-1, 0, 1)]  # (W, w) each
+    halves = [rp @ weights_sq for rp in row_products]  # (N, 1, h, W) each
+    return torch.cat([half @ cp for half in halves for cp in col_products], dim=1)
+
+
+def apply_stencil(coefficients: Tensor, s: Tensor) -> Tensor:
+    """``out[a, b] = sum_k coefficients[k, a, b] * s[a + da_k, b + db_k]`` (zeros outside); (N, 9, h, w),
+    (N, 1, h, w) -> (N, 1, h, w)."""
+    h, w = s.shape[-2:]
+    padded = F.pad(s, (1, 1, 1, 1))
+    out = torch.zeros_like(s)
+    for k in range(9):
+        da, db = k // 3 - 1, k % 3 - 1
+        out = out + coefficients[:, k:k + 1] * padded[..., 1 + da:1 + da + h, 1 + db:1 + db + w]
+    return out
+
+
 class TargetModelProblem:
     """Residuals of the target model's least-squares problem over the live contents of a memory.
 
@@ -341,6 +380,38 @@ class TargetModelProblem:
     def __init__(self, memory: SampleMemory, filter_reg: Sequence[float]):
         self.memory = memory
         self.filter_reg = [float(r) for r in filter_reg]
+
+    def normal_operator(self, params: List[Tensor]):
+        """``v -> J^T J v`` at ``params`` (the Gauss-Newton matrix, for :class:`~models.gauss_newton.GaussNewtonCG`).
+
+        The data block's ``J^T J`` is ``conv^T (U^T W^2 U) conv`` with U the bilinear upsampling of the scores:
+        ``U^T W^2 U`` is applied as a 3x3 stencil at the feature resolution (:func:`gram_stencil`, computed
+        once per call), so no CG iteration touches the label resolution. The same operator as the double
+        backward through :meth:`__call__`, up to rounding.
+        """
+        x, labels, pixel_values, sample_weights = self.memory.active()
+        weights_sq = pixel_weight_map(labels, pixel_values).square() * sample_weights.view(-1, 1, 1, 1)
+        stencil = gram_stencil(weights_sq, x.shape[-2:])
+        regs_sq = [reg * reg for reg in self.filter_reg]
+        joint = len(params) == 2
+        if joint:
+            project, filt = params
+            weight_shape = (1, project.shape[1], *filt.shape[-2:])
+        else:
+            weight_shape = tuple(params[0].shape)
+
+        def op(v: List[Tensor]) -> List[Tensor]:
+            dw = compose_filter(v[0], filt) + compose_filter(project, v[1]) if joint else v[0]
+            scores = F.conv2d(x, dw, padding=1)
+            grad_w = torch.nn.grad.conv2d_weight(x, weight_shape, apply_stencil(stencil, scores), padding=1)
+            if joint:
+                out = [torch.einsum("ocij,odij->cd", filt, grad_w).view_as(project),
+                       torch.einsum("odij,cd->ocij", grad_w, project.flatten(1))]
+            else:
+                out = [grad_w]
+            return [o + r * vi for o, r, vi in zip(out, regs_sq, v)]
+
+        return op
 
     def __call__(self, params: List[Tensor]) -> List[Tensor]:
         """params: ``[project (c, C, 1, 1), filter (1, c, 3, 3)]`` or ``[filter (1, c, 3, 3)]``."""

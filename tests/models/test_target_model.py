@@ -15,6 +15,8 @@ from models.target_model import (
     TargetModel,
     TargetModelConfig,
     TargetModelProblem,
+    apply_stencil,
+    gram_stencil,
     hinge_pixel_weights,
     pixel_weight_map,
     upsample_bilinear,
@@ -149,6 +151,60 @@ def test_problem_residuals_follow_the_definition():
     filter_only, _ = TargetModelProblem(memory, (0.2,))([filt6])
     expected = F.interpolate(F.conv2d(x, filt6, padding=1), size=(16, 20), mode="bilinear", align_corners=False)
     assert torch.allclose(filter_only, pw * weights * (expected - labels))
+
+
+@pytest.mark.parametrize("sizes", [((4, 5), (16, 20)), ((7, 9), (30, 37)), ((5, 5), (5, 5))])
+def test_gram_stencil_is_the_upsampling_gram_operator(sizes):
+    """``apply_stencil(gram_stencil(W), s) == U^T (W * (U s))`` for bilinear U, also for non-integer scales."""
+    (h, w), (big_h, big_w) = sizes
+    gen = torch.Generator().manual_seed(1)
+    weights_sq = torch.rand(2, 1, big_h, big_w, generator=gen, dtype=torch.float64)
+    s = torch.randn(2, 1, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+    up = upsample_bilinear(s, (big_h, big_w))
+    (expected,) = torch.autograd.grad(up, s, weights_sq * up.detach())
+    got = apply_stencil(gram_stencil(weights_sq, (h, w)), s.detach())
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_problem_normal_operator_equals_the_double_backward(joint):
+    """The problem's own J^T J (stencil at the feature resolution) is the Gauss-Newton matrix the solver's
+    double backward computes, and a solver run with it takes the same steps."""
+    from models.gauss_newton import GaussNewtonCG
+
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 6, 5, 7, generator=gen, dtype=torch.float64)
+    labels = (torch.rand(3, 1, 18, 26, generator=gen, dtype=torch.float64) > 0.6).double()
+    values = torch.rand(3, 2, generator=gen, dtype=torch.float64) + 0.5
+    memory = SampleMemory(4, 0.1, dtype=torch.float64)
+    memory.initialize(x, labels, values)
+    if joint:
+        params = [torch.randn(2, 6, 1, 1, generator=gen, dtype=torch.float64),
+                  torch.randn(1, 2, 3, 3, generator=gen, dtype=torch.float64)]
+        regs = (0.1, 0.2)
+    else:
+        params, regs = [torch.randn(1, 6, 3, 3, generator=gen, dtype=torch.float64)], (0.2,)
+    problem = TargetModelProblem(memory, regs)
+    v = [torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in params]
+    x_req = [p.clone().requires_grad_(True) for p in params]
+    residuals = problem(x_req)
+    jv = torch.autograd.functional.jvp(lambda *ps: tuple(problem(list(ps))), tuple(params), tuple(v))[1]
+    expected = torch.autograd.grad(residuals, x_req, jv)
+    got = problem.normal_operator(params)(v)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+    class DoubleBackward:  # the same residuals without the problem's operator
+        def __call__(self, ps):
+            return problem(ps)
+
+    steps = []
+    for fn in (problem, DoubleBackward()):
+        ps = [p.clone() for p in params]
+        GaussNewtonCG(ps, fn, [1.0] * len(ps), 0.5).run((3, 2))
+        steps.append(ps)
+    for a, b in zip(*steps):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
 def blob_scene(seed: int, height: int = 12, width: int = 16, channels: int = 6, up: int = 4):
