@@ -8,38 +8,27 @@ import pytest
 import torch
 
 from base.errors import ConfigError
-from dataset.davis import DAVISDataset
-from dataset.synthetic import generate_davis2017, generate_youtubevos
+from dataset.synthetic import generate_youtubevos
 from dataset.youtubevos import YouTubeVOSDataset
 from lib.engine.aggregation import soft_aggregate
 from lib.engine.core import EngineConfig, InferenceEngine
 from lib.engine.paths import COMPUTE, COPY, TRANSLATE
 from lib.engine.policies import PolicyConfig
 from lib.evaluation.run import track_sequence
-from models.backbone import FeatureExtractor
-from models.gfrtm import GFRTM
+from tests.lib.engine.sessions import davis_video, run_policy, seeded_networks
 
 
 @pytest.fixture(scope="module")
 def davis_seq(tmp_path_factory):
-    root = generate_davis2017(tmp_path_factory.mktemp("davis"), seed=3, size=(64, 96), num_train=1, num_val=2,
-                              frames=(6, 6))
-    ds = DAVISDataset(root, year=2017, split="val")
-    return max((ds.sequence(n) for n in ds.names), key=lambda s: len(s.object_ids))
+    return davis_video(tmp_path_factory.mktemp("davis"))
 
 
 @pytest.fixture(scope="module")
 def networks():
-    torch.manual_seed(0)
-    return GFRTM("resnet18"), FeatureExtractor("resnet18", "none")
+    return seeded_networks()
 
 
-def run(networks, seq, policy, **kw):
-    model, backbone = networks
-    engine = InferenceEngine(model, backbone, EngineConfig(**kw))
-    outputs = []
-    stats = track_sequence(engine, seq, policy, on_frame=outputs.append)
-    return engine, stats, outputs
+run = run_policy
 
 
 def test_tau_one_never_reuses_and_equals_always(networks, davis_seq):

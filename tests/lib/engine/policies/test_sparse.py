@@ -8,16 +8,11 @@ import pytest
 import torch
 
 from base.errors import ConfigError
-from dataset.davis import DAVISDataset
-from dataset.synthetic import generate_davis2017
-from lib.engine.core import EngineConfig, InferenceEngine
 from lib.engine.paths import COMPUTE as C
 from lib.engine.paths import path_by_code
 from lib.engine.policies import ObjectFrame, PolicyConfig, policy_of_label
 from lib.engine.policies.sparse import SPARSE as S
-from lib.evaluation.run import track_sequence
-from models.backbone import FeatureExtractor
-from models.gfrtm import GFRTM
+from tests.lib.engine.sessions import davis_video, run_policy, seeded_networks
 
 
 def test_decisions_labels_and_validation(decide):
@@ -39,23 +34,15 @@ def test_decisions_labels_and_validation(decide):
 
 @pytest.fixture(scope="module")
 def davis_seq(tmp_path_factory):
-    root = generate_davis2017(tmp_path_factory.mktemp("davis"), seed=3, size=(64, 96), num_train=1, num_val=2,
-                              frames=(6, 6))
-    ds = DAVISDataset(root, year=2017, split="val")
-    return max((ds.sequence(n) for n in ds.names), key=lambda s: len(s.object_ids))
+    return davis_video(tmp_path_factory.mktemp("davis"))
 
 
 @pytest.fixture(scope="module")
 def networks():
-    torch.manual_seed(0)
-    return GFRTM("resnet18"), FeatureExtractor("resnet18", "none")
+    return seeded_networks()
 
 
-def run(networks, seq, policy, **config):
-    engine = InferenceEngine(*networks, EngineConfig(**config))
-    outputs = []
-    stats = track_sequence(engine, seq, policy, on_frame=outputs.append)
-    return engine, stats, outputs
+run = run_policy
 
 
 def test_tau_one_computes_like_the_gate(networks, davis_seq):

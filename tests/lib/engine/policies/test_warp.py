@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from base.errors import ConfigError
-from dataset.davis import DAVISDataset
-from dataset.synthetic import generate_davis2017
 from lib.engine.core import EngineConfig, InferenceEngine
 from lib.engine.paths import COMPUTE as C
 from lib.engine.paths import path_by_code
 from lib.engine.policies import ObjectFrame, PolicyConfig, policy_of_label
 from lib.engine.policies import warp as warp_policies
 from lib.engine.policies.warp import WARP as W
-from lib.evaluation.run import track_sequence
-from models.backbone import FeatureExtractor
-from models.gfrtm import GFRTM
+from tests.lib.engine.sessions import davis_video, run_policy, seeded_networks
 
 
 @pytest.mark.parametrize("k, since, expected", [(1, 1, C), (3, 1, W), (3, 2, W), (3, 3, C)])
@@ -53,23 +48,15 @@ def test_warp_error_warps_iff_confidence_above_tau():
 
 @pytest.fixture(scope="module")
 def davis_seq(tmp_path_factory):
-    root = generate_davis2017(tmp_path_factory.mktemp("davis"), seed=3, size=(64, 96), num_train=1, num_val=2,
-                              frames=(7, 7))
-    ds = DAVISDataset(root, year=2017, split="val")
-    return max((ds.sequence(n) for n in ds.names), key=lambda s: len(s.object_ids))
+    return davis_video(tmp_path_factory.mktemp("davis"), frames=7)
 
 
 @pytest.fixture(scope="module")
 def networks():
-    torch.manual_seed(0)
-    return GFRTM("resnet18"), FeatureExtractor("resnet18", "none")
+    return seeded_networks()
 
 
-def run(networks, seq, policy):
-    engine = InferenceEngine(*networks, EngineConfig())
-    outputs = []
-    stats = track_sequence(engine, seq, policy, on_frame=outputs.append)
-    return engine, stats, outputs
+run = run_policy
 
 
 def test_warp_frames_run_no_network_and_share_the_flow(networks, davis_seq, monkeypatch):
