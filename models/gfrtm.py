@@ -133,7 +133,8 @@ class GFRTM(nn.Module):
         return self.refiner.reduce_shallow(layer3, layer2)
 
     def shallow(self, x16: Tensor, score16: Tensor, layer3: Tensor, layer2: Tensor,
-                image_size: Sequence[int], reduced: Mapping[str, Tensor] | None = None) -> Tensor:
+                image_size: Sequence[int], reduced: Mapping[str, Tensor] | None = None,
+                maps: Dict[str, Tensor] | None = None) -> Tensor:
         """Refiner stages layer3, layer2 + upsampler -> logits (B,1,H,W). See
         :meth:`SegmentationNetwork.shallow`."""
-        return self.refiner.shallow(x16, score16, layer3, layer2, image_size, reduced)
+        return self.refiner.shallow(x16, score16, layer3, layer2, image_size, reduced, maps)

@@ -279,13 +279,17 @@ class SegmentationNetwork(nn.Module):
         self.project = Upsampler()
 
     def _stage(self, layer: str, feature: Tensor, score: Tensor, deeper: Tensor | None,
-               reduced: Mapping[str, Tensor] | None = None) -> Tensor:
-        """One stage: feature (1|B,fc,h,w), score (B,1,·,·), deeper (B,64,·,·)|None -> (B,64,h,w)."""
+               reduced: Mapping[str, Tensor] | None = None, maps: Dict[str, Tensor] | None = None) -> Tensor:
+        """One stage: feature (1|B,fc,h,w), score (B,1,·,·), deeper (B,64,·,·)|None -> (B,64,h,w).
+
+        ``maps``: receives ``"<layer>.h1"`` (the RRB1 output) and ``"<layer>.out"`` (the stage's output)."""
         h, hpool = self.TSE[layer](feature, resize(score, feature.shape[-2:]), deeper,
                                    None if reduced is None else reduced[layer])
         h = self.RRB1[layer](h)
-        h = self.CAB[layer](hpool, h)
-        return self.RRB2[layer](h)
+        out = self.RRB2[layer](self.CAB[layer](hpool, h))
+        if maps is not None:
+            maps[f"{layer}.h1"], maps[f"{layer}.out"] = h, out
+        return out
 
     def deep(self, score16: Tensor, layer5: Tensor, layer4: Tensor) -> Tensor:
         """Stages ``layer5``, ``layer4`` (official ``Test_Init`` / ``prev_ft``).
@@ -306,18 +310,21 @@ class SegmentationNetwork(nn.Module):
         return {"layer3": self.TSE["layer3"].reduce(layer3), "layer2": self.TSE["layer2"].reduce(layer2)}
 
     def shallow_features(self, x16: Tensor, score16: Tensor, layer3: Tensor, layer2: Tensor,
-                         reduced: Mapping[str, Tensor] | None = None) -> Tensor:
+                         reduced: Mapping[str, Tensor] | None = None,
+                         maps: Dict[str, Tensor] | None = None) -> Tensor:
         """Stages ``layer3``, ``layer2``: x16 (B,64,H16,W16), score16 (B,1,H16,W16), layer3 (1|B,C3,H8,W8),
         layer2 (1|B,C2,H4,W4) -> the upsampler's input (B,64,H4,W4). ``reduced``: :meth:`reduce_shallow` of
-        the same features, when already computed (the result is the same)."""
-        x = self._stage("layer3", layer3, score16, x16, reduced)
-        return self._stage("layer2", layer2, score16, x, reduced)
+        the same features, when already computed (the result is the same). ``maps``: receives each stage's
+        RRB1 output and output (``"layer3.h1"``, ``"layer3.out"``, ``"layer2.h1"``, ``"layer2.out"``)."""
+        x = self._stage("layer3", layer3, score16, x16, reduced, maps)
+        return self._stage("layer2", layer2, score16, x, reduced, maps)
 
     def shallow(self, x16: Tensor, score16: Tensor, layer3: Tensor, layer2: Tensor,
-                image_size: Sequence[int], reduced: Mapping[str, Tensor] | None = None) -> Tensor:
+                image_size: Sequence[int], reduced: Mapping[str, Tensor] | None = None,
+                maps: Dict[str, Tensor] | None = None) -> Tensor:
         """Stages ``layer3``, ``layer2`` and the upsampler -> logits (B,1,H,W), (H,W) = ``image_size``.
-        ``reduced``: as for :meth:`shallow_features`."""
-        return self.project(self.shallow_features(x16, score16, layer3, layer2, reduced), image_size)
+        ``reduced``, ``maps``: as for :meth:`shallow_features`."""
+        return self.project(self.shallow_features(x16, score16, layer3, layer2, reduced, maps), image_size)
 
     def forward(self, score16: Tensor, features: Mapping[str, Tensor], image_size: Sequence[int]) -> Tensor:
         """Full path: score16 (B,1,H16,W16), features with keys ``layer5`` .. ``layer2`` -> logits (B,1,H,W)."""

@@ -41,19 +41,10 @@ ShallowState = Dict[str, Tensor]
 def shallow_dense(model: GFRTM, x16: Tensor, score16: Tensor, layer3: Tensor, layer2: Tensor,
                   image_size: Sequence[int], reduced: Optional[Mapping[str, Tensor]] = None
                   ) -> Tuple[Tensor, ShallowState]:
-    """:meth:`GFRTM.shallow` (the same operations in the same order: bit for bit) that also returns the maps a
-    later sparse frame reuses: each shallow stage's RRB1 output and output, and the logits (batch 1)."""
-    ref = model.refiner
+    """:meth:`GFRTM.shallow` (the same call: bit for bit) that also returns the maps a later sparse frame reuses:
+    each shallow stage's RRB1 output and output, and the logits (batch 1)."""
     state: ShallowState = {}
-    x = x16
-    for layer, feature in zip(SHALLOW_LAYERS, (layer3, layer2)):
-        h, hpool = ref.TSE[layer](feature, resize(score16, feature.shape[-2:]), x,
-                                  None if reduced is None else reduced[layer])
-        h = ref.RRB1[layer](h)
-        state[f"{layer}.h1"] = h
-        x = ref.RRB2[layer](ref.CAB[layer](hpool, h))
-        state[f"{layer}.out"] = x
-    state["logits"] = ref.project(x, image_size)
+    state["logits"] = model.shallow(x16, score16, layer3, layer2, image_size, reduced, maps=state)
     return state["logits"], state
 
 
