@@ -21,11 +21,16 @@ def add_dataset_root_flags(parser: argparse.ArgumentParser) -> None:
                         help="YouTube-VOS 2018 root (train/, valid/, ...); default: $YTVOS_ROOT")
 
 
+def _comma_list(text: str) -> Tuple[str, ...]:
+    """``a, b,,c`` -> ('a', 'b', 'c'): the non-empty, stripped items of a comma-separated value."""
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
 def parse_sequence_list(value: Optional[str]) -> Optional[list]:
     """``a,b,c`` -> ['a', 'b', 'c']; None stays None."""
     if value is None:
         return None
-    names = [v.strip() for v in value.split(",") if v.strip()]
+    names = list(_comma_list(value))
     if not names:
         raise argparse.ArgumentTypeError("--sequences needs at least one name")
     return names
@@ -97,10 +102,6 @@ def add_runtime_flags(group, *, seed_help: str = "seed of target-model init and 
         group.add_argument("--amp", choices=["bf16"], default=None, help="bf16 autocast for the networks")
     group.add_argument("--seed", type=int, default=0, help=seed_help)
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-
-
-def _comma_list(text: str) -> Tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
 def add_compile_flag(group) -> None:
