@@ -129,13 +129,19 @@ def test_memory_empty_or_lr_one_gives_one_hot_weights():
     assert samples[:, 0].tolist() == [7.0]  # slots with weight 0 are not used
 
 
-def test_problem_residuals_follow_the_definition():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 6, 4, 5, generator=gen, dtype=torch.float64)
-    labels = (torch.rand(3, 1, 16, 20, generator=gen, dtype=torch.float64) > 0.7).double()
+def random_memory(gen, feature_size, label_size, fg_above):
+    """A float64 memory (capacity 4) of 3 random 6-channel samples: (memory, x, labels, pixel-weight values)."""
+    x = torch.randn(3, 6, *feature_size, generator=gen, dtype=torch.float64)
+    labels = (torch.rand(3, 1, *label_size, generator=gen, dtype=torch.float64) > fg_above).double()
     values = torch.rand(3, 2, generator=gen, dtype=torch.float64) + 0.5
     memory = SampleMemory(4, 0.1, dtype=torch.float64)
     memory.initialize(x, labels, values)
+    return memory, x, labels, values
+
+
+def test_problem_residuals_follow_the_definition():
+    gen = torch.Generator().manual_seed(0)
+    memory, x, labels, values = random_memory(gen, (4, 5), (16, 20), 0.7)
     project = torch.randn(2, 6, 1, 1, generator=gen, dtype=torch.float64)
     filt = torch.randn(1, 2, 3, 3, generator=gen, dtype=torch.float64)
 
@@ -173,11 +179,7 @@ def test_problem_normal_operator_equals_the_double_backward(joint):
     from models.gauss_newton import GaussNewtonCG
 
     gen = torch.Generator().manual_seed(2)
-    x = torch.randn(3, 6, 5, 7, generator=gen, dtype=torch.float64)
-    labels = (torch.rand(3, 1, 18, 26, generator=gen, dtype=torch.float64) > 0.6).double()
-    values = torch.rand(3, 2, generator=gen, dtype=torch.float64) + 0.5
-    memory = SampleMemory(4, 0.1, dtype=torch.float64)
-    memory.initialize(x, labels, values)
+    memory, _, _, _ = random_memory(gen, (5, 7), (18, 26), 0.6)
     if joint:
         params = [torch.randn(2, 6, 1, 1, generator=gen, dtype=torch.float64),
                   torch.randn(1, 2, 3, 3, generator=gen, dtype=torch.float64)]

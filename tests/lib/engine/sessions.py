@@ -32,3 +32,11 @@ def run_policy(networks, seq, policy, **config):
     outputs = []
     stats = track_sequence(engine, seq, policy, on_frame=outputs.append)
     return engine, stats, outputs
+
+
+def counting(calls, name, fn):
+    """``fn`` wrapped to add 1 to ``calls[name]`` per call (for monkeypatched spies)."""
+    def wrapper(*args, **kwargs):
+        calls[name] += 1
+        return fn(*args, **kwargs)
+    return wrapper

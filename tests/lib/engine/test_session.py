@@ -15,7 +15,7 @@ from lib.engine.core import EngineConfig, InferenceEngine
 from lib.engine.paths import COMPUTE, COPY, TRANSLATE
 from lib.engine.policies import PolicyConfig
 from lib.evaluation.run import track_sequence
-from tests.lib.engine.sessions import davis_video, run_policy, seeded_networks
+from tests.lib.engine.sessions import counting, davis_video, run_policy, seeded_networks
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +57,7 @@ def test_forced_gate_switches_modules(networks, davis_seq, monkeypatch, p_gate, 
     calls = {"deep_backbone": 0, "to_layer4": 0, "translate": 0, "deep_refiner": 0}
 
     def spy(name, fn):
-        def wrapper(*a, **k):
-            calls[name] += 1
-            return fn(*a, **k)
-        return wrapper
+        return counting(calls, name, fn)
 
     monkeypatch.setattr(model, "reuse_probability", lambda logits: torch.full((logits.shape[0],), p_gate))
     monkeypatch.setattr(backbone, "forward_deep", spy("deep_backbone", backbone.forward_deep))

@@ -13,7 +13,7 @@ from lib.engine.paths import path_by_code
 from lib.engine.policies import ObjectFrame, PolicyConfig, policy_of_label
 from lib.engine.policies import warp as warp_policies
 from lib.engine.policies.warp import WARP as W
-from tests.lib.engine.sessions import davis_video, run_policy, seeded_networks
+from tests.lib.engine.sessions import counting, davis_video, run_policy, seeded_networks
 
 
 @pytest.mark.parametrize("k, since, expected", [(1, 1, C), (3, 1, W), (3, 2, W), (3, 3, C)])
@@ -64,10 +64,7 @@ def test_warp_frames_run_no_network_and_share_the_flow(networks, davis_seq, monk
     calls = {"frame_features": 0, "update_target": 0, "match": 0, "flow": 0}
 
     def spy(name, fn):
-        def wrapper(*a, **k):
-            calls[name] += 1
-            return fn(*a, **k)
-        return wrapper
+        return counting(calls, name, fn)
 
     monkeypatch.setattr(InferenceEngine, "frame_features", spy("frame_features", InferenceEngine.frame_features))
     monkeypatch.setattr(InferenceEngine, "update_target", spy("update_target", InferenceEngine.update_target))
