@@ -13,7 +13,6 @@ Flow convention (OpenCV's): ``flow = dis_flow(a, b)`` has ``a(x) ~ b(x + flow(x)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from typing import Tuple
 
 import cv2
@@ -26,8 +25,9 @@ _PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOP
 REFINEMENTS = ("guided", "none")
 
 
-@cache
 def _dis(preset: str) -> cv2.DISOpticalFlow:
+    """A new DIS object per flow (5 us): OpenCV's object is not stateless, a frame too small for its finest scale
+    lowers that scale for good, so a kept object would make later flows depend on earlier inputs."""
     return cv2.DISOpticalFlow_create(_PRESETS[preset])
 
 

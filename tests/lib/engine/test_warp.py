@@ -87,3 +87,13 @@ def test_an_empty_object_measures_the_whole_frame():
     result = warp_object(current_small, key_small, zero, np.zeros(SIZE, np.float32), None)
     whole = np.abs(current_small.astype(np.float32) - key_small.astype(np.float32)).mean() / 255
     assert result.prob.max() == 0 and result.error == pytest.approx(whole, rel=1e-5)
+
+
+def test_a_flow_does_not_depend_on_earlier_flows():
+    """OpenCV's DIS object lowers its finest scale for good after a frame too small for it: every flow gets a
+    fresh one, so the same frames give the same flow whatever ran before."""
+    key, current = small_gray(textured_scene()), small_gray(textured_scene((3, 5)))
+    before = dis_flow(current, key)
+    rng = np.random.default_rng(0)
+    dis_flow(*(rng.integers(0, 255, (16, 24), dtype=np.uint8) for _ in range(2)))
+    np.testing.assert_array_equal(dis_flow(current, key), before)
