@@ -168,6 +168,11 @@ class FrameContext:
     reduced: Dict[str, Tensor] = field(default_factory=dict)  # the shallow stages' frame-only part, on first use
     cache: Dict[Hashable, Any] = field(default_factory=dict)  # per-frame results a path or policy shares
 
+    def measure(self, obj_id: int, name: str, value: float) -> None:
+        """Record a number about ``obj_id`` on this frame (kept in its history's ``measures[name]``, written to
+        the evaluation's records and averaged in its summary)."""
+        self.cache.setdefault(("measures", obj_id), {})[name] = float(value)
+
     @property
     def feats(self) -> Dict[str, Tensor]:
         """The stride-8 features (``layer1`` .. ``layer3``; deep ones once computed), computed on first use."""

@@ -34,6 +34,9 @@ class ObjectHistory:
     start_index: int
     paths: Dict[int, PathKind] = field(default_factory=dict)  # frame index -> path (tracked frames)
     p_reuse: Dict[int, float] = field(default_factory=dict)  # frame index -> P_gate (when evaluated)
+    # name -> frame index -> value: the policy's cue (``cue``) and what paths measured (e.g. ``warp_error``,
+    # ``active_tiles``), see :meth:`FrameContext.measure`
+    measures: Dict[str, Dict[int, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -256,6 +259,8 @@ class InferenceSession:
             paths[obj.obj_id] = path
             if p_gate is not None:
                 p_reuse[obj.obj_id] = p_gate
+            if cue is not None:
+                ctx.measure(obj.obj_id, "cue", cue)
             probs[obj.obj_id], obj_logits = path.run(ctx, obj, tpl_s)
             if obj_logits is not None:
                 logits[obj.obj_id] = obj_logits
@@ -281,6 +286,8 @@ class InferenceSession:
             history.paths[index] = path
             if obj_id in p_reuse:
                 history.p_reuse[index] = p_reuse[obj_id]
+            for name, value in ctx.cache.get(("measures", obj_id), {}).items():
+                history.measures.setdefault(name, {})[index] = float(value)
         return FrameResult(labels, logits, probs, merged, paths, p_reuse)
 
     # --- objects ------------------------------------------------------------------------------

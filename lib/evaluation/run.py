@@ -122,6 +122,9 @@ def sequence_record(stats: SessionStats) -> Dict[str, object]:
             "first_tracked": frames[0] if frames else None,
             "p_reuse": [round(obj.p_reuse[i], 6) for i in frames if i in obj.p_reuse],
         }
+        if obj.measures:
+            objects[str(obj_id)]["measures"] = {name: {str(i): round(v, 6) for i, v in sorted(values.items())}
+                                                for name, values in sorted(obj.measures.items())}
     return {"frames": stats.frames, "seconds": stats.seconds, "init_seconds": stats.init_seconds,
             "tracked_frames": stats.tracked_frames, "tracking_seconds": stats.tracking_seconds,
             "flops": stats.flops, "objects": objects}
@@ -147,8 +150,20 @@ def speed_and_reuse(records: List[Dict[str, object]]) -> Dict[str, float]:
         "reuse_rate_official": sum(official) / len(official) if official else 0.0,
         "gflops_per_frame": sum(r["flops"] for r in records) / frames * 1e-9 if frames else 0.0,
         "frames": frames,
+        **_measure_means(records),
         **_wall_clock(records, seconds),
     }
+
+
+def _measure_means(records: List[Dict[str, object]]) -> Dict[str, float]:
+    """``<name>_mean`` of every per-object measure (e.g. ``active_tiles_mean``: the mean fraction of tiles a
+    sparse frame computed), over the object-frames that have it."""
+    values: Dict[str, List[float]] = {}
+    for record in records:
+        for obj in record["objects"].values():
+            for name, per_frame in obj.get("measures", {}).items():
+                values.setdefault(name, []).extend(per_frame.values())
+    return {f"{name}_mean": float(np.mean(v)) for name, v in sorted(values.items()) if v}
 
 
 def _wall_clock(records: List[Dict[str, object]], seconds: float) -> Dict[str, float]:

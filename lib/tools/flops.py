@@ -73,6 +73,11 @@ class FlopMeter:
             self._active = None
         self.by_component[component] += cached
 
+    def add(self, component: str, flops: int) -> None:
+        """Add ``flops`` counted outside torch (e.g. OpenCV's optical flow, estimated from its algorithm)."""
+        if self.enabled:
+            self.by_component[component] += int(flops)
+
     def reset_totals(self) -> None:
         """Zero the accumulated totals (the per-key cache is kept)."""
         self.by_component = defaultdict(int)

@@ -137,3 +137,15 @@ def test_flop_meter_counts_each_key_once_and_accumulates():
     with off.count("conv", (4, 5)):
         conv(x)
     assert off.total == 0 and not off.cache
+    off.add("flow", 100)
+    assert off.total == 0
+
+
+def test_flop_meter_adds_counts_made_outside_torch():
+    meter = FlopMeter()
+    meter.add("flow", 120)
+    meter.add("flow", 80.0)
+    with meter.count("conv", (1,)), torch.no_grad():
+        nn.Conv2d(1, 1, 1)(torch.randn(1, 1, 2, 2))
+        meter.add("flow", 1)  # adding inside a count is kept apart from the torch count
+    assert meter.by_component["flow"] == 201 and meter.by_component["conv"] == 8
