@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.reuse-vos-installed
 
-.PHONY: install demo train-cpu test test-fast test-kernels lint clean-venv
+.PHONY: install demo train-cpu train-warp-cpu train-tile-gate-cpu test test-fast test-kernels lint clean-venv
 
 install: $(STAMP)
 
@@ -67,6 +67,39 @@ train-cpu: $(STAMP)
 	$(PY) evaluate.py --dset dv2016val --davis-root $(DEMO_DAVIS) --sequences blackswan,car-shadow \
 		--model $(CPU_MODEL) --dev cpu --TH 1.0 0.7 --out results/$(CPU_RUN)-sample
 	@echo "model: $(CPU_MODEL)   scores: results/$(CPU_RUN)-holdout/report.md, results/$(CPU_RUN)-sample/report.md"
+
+# The learned warp correction (README, "Flow-warped reuse"): DAVIS 2016 train without the held-out sequences,
+# 12 epochs of 2048 (key, frame) pairs at the shipped model's 240x432 (about 15 minutes on 2 cores; resumable),
+# then the warp policies with it on the held-out and the bundled val sequences.
+WARP_RUN     ?= warp_corrector_dv2016
+WARP_WEIGHTS  = runs/$(WARP_RUN)/warp_corrector.pth
+
+train-warp-cpu: $(STAMP)
+	@test -f $(TRAIN_DAVIS)/ImageSets/2016/train.txt || { echo "error: $(TRAIN_DAVIS)/ImageSets/2016/train.txt not found: make train-warp-cpu TRAIN_DAVIS=DIR"; exit 2; }
+	$(PY) train.py --stage warp-corrector --name $(WARP_RUN) --dset dv2016 --davis-root $(TRAIN_DAVIS) \
+		--holdout $(HOLDOUT) --dev cpu --workers 1 --epochs 12 --lr-step 9
+	$(PY) evaluate.py --dset dv2016train --davis-root $(TRAIN_DAVIS) --sequences $(shell paste -sd, $(HOLDOUT)) \
+		--model $(DEMO_MODEL) --dev cpu --policy warp-every-k --every-k 3 --warp-refine learned \
+		--warp-corrector $(WARP_WEIGHTS) --out results/$(WARP_RUN)-holdout
+	$(PY) evaluate.py --dset dv2016val --davis-root $(DEMO_DAVIS) --sequences blackswan,car-shadow \
+		--model $(DEMO_MODEL) --dev cpu --policy warp-every-k --every-k 3 --warp-refine learned \
+		--warp-corrector $(WARP_WEIGHTS) --out results/$(WARP_RUN)-sample
+	@echo "weights: $(WARP_WEIGHTS)   scores: results/$(WARP_RUN)-holdout/report.md, results/$(WARP_RUN)-sample/report.md"
+
+# The learned tile gate of the sparse path (README, "Sparse refinement"): the shipped model's reuse-path outputs
+# on DAVIS 2016 train (collected once into runs/, about 10 minutes), then 40 quick epochs with SpVOS's sparsity
+# loss, then sparse-gate with it on the bundled val sequences.
+TILE_RUN     ?= tile_gate_dv2016
+TILE_WEIGHTS  = runs/$(TILE_RUN)/tile_gate.pth
+
+train-tile-gate-cpu: $(STAMP)
+	@test -f $(TRAIN_DAVIS)/ImageSets/2016/train.txt || { echo "error: $(TRAIN_DAVIS)/ImageSets/2016/train.txt not found: make train-tile-gate-cpu TRAIN_DAVIS=DIR"; exit 2; }
+	$(PY) train.py --stage tile-gate --name $(TILE_RUN) --dset dv2016 --davis-root $(TRAIN_DAVIS) \
+		--holdout $(HOLDOUT) --model $(DEMO_MODEL) --dev cpu
+	$(PY) evaluate.py --dset dv2016val --davis-root $(DEMO_DAVIS) --sequences blackswan,car-shadow \
+		--model $(DEMO_MODEL) --dev cpu --policy sparse-gate --sparse-select learned --tile-gate $(TILE_WEIGHTS) \
+		--TH 0.7 --out results/$(TILE_RUN)-sample
+	@echo "weights: $(TILE_WEIGHTS)   scores: results/$(TILE_RUN)-sample/report.md"
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -12,6 +12,18 @@ A CPU run on generated data, no download needed::
 
     python train.py --name cpu-test --dset synthetic --dev cpu --size 240 432 --epochs 2
 
+The learned correction of the flow-warped reuse path (``--warp-refine learned``), on DAVIS 2016 train, no
+backbone involved (about 15 minutes on 2 CPU cores)::
+
+    python train.py --stage warp-corrector --name warp_corrector_dv2016 --dset dv2016 --davis-root DIR \
+        --holdout dataset/splits/davis2016_train_holdout.txt --dev cpu
+
+The learned tile gate of the sparse path (``--sparse-select learned``), from a G-FRTM model's own reuse-path
+outputs (collected once, about 10 minutes on 2 CPU cores; the training itself takes seconds)::
+
+    python train.py --stage tile-gate --name tile_gate_dv2016 --dset dv2016 --davis-root DIR \
+        --holdout dataset/splits/davis2016_train_holdout.txt --model weights/gfrtm_rn18_dv2016_cpu.pth --dev cpu
+
 Checkpoints (every epoch), TensorBoard logs and the target-model cache go to ``runs/<name>/`` unless
 ``--checkpoints`` / ``--tensorboard`` / ``--tmcache`` say otherwise. A run started again with the same
 ``--name`` resumes from its newest valid checkpoint (``--no-resume`` starts over).
@@ -35,15 +47,53 @@ from lib.tools.cli import (
     resolve_device,
     run_cli,
 )
-from trainers.config import DEFAULT_NAME, GATE_LOSSES, SAMPLINGS, TMCACHE_MODES, TrainConfig
+from trainers.config import (
+    DEFAULT_NAME,
+    GATE_LOSSES,
+    SAMPLINGS,
+    TMCACHE_MODES,
+    TileGateTrainConfig,
+    TrainConfig,
+    WarpTrainConfig,
+)
 
 DSETS = TRAINING_DATASETS + tuple(DATASET_ALIASES)
+STAGES = ("gfrtm", "warp-corrector", "tile-gate")
+# Flags whose default depends on --stage (None: the stage has no such setting or takes it from elsewhere).
+STAGE_DEFAULTS = {
+    "name": {"gfrtm": DEFAULT_NAME, "warp-corrector": WarpTrainConfig.name, "tile-gate": TileGateTrainConfig.name},
+    "dset": {"gfrtm": "all", "warp-corrector": WarpTrainConfig.dset, "tile-gate": TileGateTrainConfig.dset},
+    "epochs": {"gfrtm": TrainConfig.epochs, "warp-corrector": WarpTrainConfig.epochs,
+               "tile-gate": TileGateTrainConfig.epochs},
+    "batch_size": {"gfrtm": TrainConfig.batch_size, "warp-corrector": WarpTrainConfig.batch_size,
+                   "tile-gate": TileGateTrainConfig.batch_size},
+    "lr": {"gfrtm": TrainConfig.lr, "warp-corrector": WarpTrainConfig.lr, "tile-gate": TileGateTrainConfig.lr},
+    "lr_step": {"gfrtm": TrainConfig.lr_step, "warp-corrector": WarpTrainConfig.lr_step, "tile-gate": None},
+    "size": {"gfrtm": TrainConfig.size, "warp-corrector": WarpTrainConfig.size, "tile-gate": None},
+    "workers": {"gfrtm": TrainConfig.workers, "warp-corrector": WarpTrainConfig.workers, "tile-gate": None},
+}
+# Flags of one stage only: giving them to another is an error.
+STAGE_ONLY = {
+    "gfrtm": ("ftext", "pretrained", "init_pth", "trust_checkpoint", "ytvos_root", "synthetic_root",
+              "synthetic_size", "split_list", "data_cache", "seq_len", "sampling", "m1", "m2", "margin_epochs",
+              "gate_loss", "target_rate", "official_quirks", "tmcache", "tmcache_mode"),
+    "warp-corrector": ("max_distance", "samples_per_epoch", "corrector_width"),
+    "tile-gate": ("model", "sparse_tile", "sparsity_target", "sparsity_weight"),
+}
+# Common flags a stage has no use for.
+STAGE_WITHOUT = {"tile-gate": ("lr_step", "lr_gamma", "max_iters_per_epoch", "workers", "amp")}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     run = parser.add_argument_group("run")
-    run.add_argument("--name", default=DEFAULT_NAME, help="run name (folder names under runs/)")
+    run.add_argument("--stage", choices=STAGES, default="gfrtm",
+                     help="what to train: gfrtm (the network, default), warp-corrector (the learned correction "
+                          "of the warp path, --warp-refine learned) or tile-gate (the learned tile gate of the "
+                          "sparse path, --sparse-select learned)")
+    run.add_argument("--name", default=None,
+                     help=f"run name (folder names under runs/; default {DEFAULT_NAME}, with --stage warp-corrector "
+                          f"{WarpTrainConfig.name}, tile-gate {TileGateTrainConfig.name})")
     add_backbone_flags(run, ftext_default="resnet18", pretrained_default="imagenet",
                        pretrained_choices=("imagenet", "none", "PATH"), pretrained_note="Default: imagenet")
     run.add_argument("--initPth", "--init-pth", dest="init_pth", default="", metavar="PATH",
@@ -54,12 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue from the newest valid checkpoint of this run (default: on)")
     add_runtime_flags(run, seed_help="seed of initialisation, sampling and target models",
                       dev_help="under torchrun a CUDA device becomes cuda:LOCAL_RANK")
-    run.add_argument("--workers", type=int, default=4, help="data-loader worker processes")
+    run.add_argument("--workers", type=int, default=None,
+                     help="data-loader worker processes (default 4; warp-corrector 2)")
 
     data = parser.add_argument_group("data")
-    data.add_argument("--dset", default="all", choices=DSETS,
+    data.add_argument("--dset", default=None, choices=DSETS,
                       help="training data: DAVIS 2017 train, DAVIS 2016 train (objects merged), YouTube-VOS 2018 "
-                           "jjtrain, DAVIS 2017 + YouTube-VOS (all), or generated videos")
+                           "jjtrain, DAVIS 2017 + YouTube-VOS (all, the default), or generated videos; "
+                           "warp-corrector: dv2016 (default) or dv2017")
     add_dataset_root_flags(data)
     data.add_argument("--synthetic-root", default=None, metavar="DIR",
                       help="where --dset synthetic generates/reads its videos (default runs/<name>/synthetic)")
@@ -74,17 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-cache", default="", metavar="DIR",
                       help="object-visibility cache (default runs/<name>/datacache)")
     data.add_argument("--seq-len", type=int, default=6, help="frames per sample (1 init + N-1 tracked)")
-    data.add_argument("--size", type=int, nargs=2, default=(480, 854), metavar=("H", "W"), help="training size")
+    data.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                      help="training size (default 480 854; warp-corrector 240 432, the shipped model's size; "
+                           "tile-gate: the size --model records)")
     data.add_argument("--sampling", choices=SAMPLINGS, default=None,
                       help="temporal: ordered frames (default); official: the original's unordered frames "
                            "(default with --official-quirks)")
 
     optim = parser.add_argument_group("optimisation and losses")
-    optim.add_argument("--epochs", type=int, default=260)
-    optim.add_argument("--batch-size", type=int, default=8, help="samples per step (per process)")
-    optim.add_argument("--lr", type=float, default=5e-4)
-    optim.add_argument("--lr-step", type=int, default=127, metavar="EPOCHS",
-                       help="StepLR: multiply the learning rate by --lr-gamma every EPOCHS epochs (default 127)")
+    optim.add_argument("--epochs", type=int, default=None,
+                       help="last epoch (default 260; warp-corrector 10; tile-gate 40)")
+    optim.add_argument("--batch-size", type=int, default=None,
+                       help="samples per step (per process; default 8; tile-gate: 64 object-frames)")
+    optim.add_argument("--lr", type=float, default=None,
+                       help="Adam learning rate (default 5e-4; warp-corrector 2e-3; tile-gate 1e-2)")
+    optim.add_argument("--lr-step", type=int, default=None, metavar="EPOCHS",
+                       help="StepLR: multiply the learning rate by --lr-gamma every EPOCHS epochs (default 127; "
+                            "warp-corrector 7)")
     optim.add_argument("--lr-gamma", type=float, default=0.1, help="StepLR factor (default 0.1)")
     optim.add_argument("--max-iters-per-epoch", type=int, default=None, metavar="N",
                        help="cut every epoch after N iterations (smoke runs)")
@@ -100,6 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="reproduce the original code: no margin m, dead-zone gate loss on both softmax "
                             "channels, inverted deep-feature update, official sampling (unless --sampling)")
 
+    warp = parser.add_argument_group("--stage warp-corrector")
+    warp.add_argument("--max-distance", type=int, default=None, metavar="D",
+                      help=f"key-to-frame distances 1..D (default {WarpTrainConfig.max_distance})")
+    warp.add_argument("--samples-per-epoch", type=int, default=None, metavar="N",
+                      help=f"(key, frame) pairs per epoch (default {WarpTrainConfig.samples_per_epoch})")
+    warp.add_argument("--corrector-width", type=int, default=None, metavar="C",
+                      help=f"channels of the corrector's CNN (default {WarpTrainConfig.width})")
+
+    tiles = parser.add_argument_group("--stage tile-gate")
+    tiles.add_argument("--model", default=None, metavar="PATH",
+                       help="the G-FRTM model whose reuse path the gate serves (default: the shipped "
+                            "weights/gfrtm_rn18_dv2016_cpu.pth)")
+    tiles.add_argument("--sparse-tile", type=int, default=None, metavar="PX",
+                       help=f"tile side in pixels (default {TileGateTrainConfig.tile})")
+    tiles.add_argument("--sparsity-target", type=float, default=None, metavar="T",
+                       help=f"SpVOS's sparse target: the wanted fraction of computed tiles "
+                            f"(default {TileGateTrainConfig.target})")
+    tiles.add_argument("--sparsity-weight", type=float, default=None, metavar="W",
+                       help=f"weight of the sparsity loss (default {TileGateTrainConfig.sparsity_weight})")
+
     paths = parser.add_argument_group("output folders (defaults under runs/<name>/)")
     paths.add_argument("--checkpoints", default="", metavar="DIR", help="checkpoints and config.json")
     paths.add_argument("--tensorboard", default="", metavar="DIR", help="TensorBoard event files")
@@ -109,8 +187,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resolve_stage_defaults(args: argparse.Namespace) -> None:
+    """Fill the flags whose default depends on --stage; refuse the flags the stage has no use for (ConfigError)."""
+    from base.errors import ConfigError
+
+    defaults = build_parser().parse_args([])
+    foreign = [n for stage, names in STAGE_ONLY.items() if stage != args.stage for n in names]
+    foreign += STAGE_WITHOUT.get(args.stage, ())
+    given = [name for name in foreign if getattr(args, name) != getattr(defaults, name)]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ConfigError(f"{flags}: not a flag of --stage {args.stage}")
+    for name, values in STAGE_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, values[args.stage])
+
+
+def warp_config_from_args(args: argparse.Namespace) -> WarpTrainConfig:
+    """Flags of ``--stage warp-corrector`` -> validated :class:`WarpTrainConfig`."""
+    _resolve_stage_defaults(args)
+    optional = {k: v for k, v in (("max_distance", args.max_distance), ("samples_per_epoch", args.samples_per_epoch),
+                                  ("width", args.corrector_width)) if v is not None}
+    return WarpTrainConfig(
+        name=args.name, dset=DATASET_ALIASES.get(args.dset, args.dset), device=args.dev or str(resolve_device()),
+        davis_root=args.davis_root, holdout=read_holdout(args.holdout), size=tuple(args.size), epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
+        max_iters_per_epoch=args.max_iters_per_epoch, checkpoints=args.checkpoints, tensorboard=args.tensorboard,
+        resume=args.resume, amp=args.amp, workers=args.workers, seed=args.seed, **optional)
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Flags -> validated :class:`TrainConfig` (defaults resolved)."""
+    if args.stage != "gfrtm":
+        raise ValueError("config_from_args is the G-FRTM stage's; use warp_config_from_args")
+    _resolve_stage_defaults(args)
     device = args.dev or str(resolve_device())
     sampling = args.sampling or ("official" if args.official_quirks else "temporal")
     return TrainConfig(
@@ -132,6 +242,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from trainers.loop import Trainer
 
     args = build_parser().parse_args(argv)
+    if args.stage != "gfrtm":
+        return train_small_module(args)
     config = config_from_args(args)
     apply_threads(args.threads)
     ctx = setup_distributed(config.device)
@@ -147,6 +259,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         trainer.fit()
     finally:
         cleanup_distributed(ctx)
+    return 0
+
+
+def tile_config_from_args(args: argparse.Namespace) -> TileGateTrainConfig:
+    """Flags of ``--stage tile-gate`` -> validated :class:`TileGateTrainConfig`."""
+    _resolve_stage_defaults(args)
+    optional = {k: v for k, v in (("tile", args.sparse_tile), ("target", args.sparsity_target),
+                                  ("sparsity_weight", args.sparsity_weight)) if v is not None}
+    return TileGateTrainConfig(
+        name=args.name, dset=DATASET_ALIASES.get(args.dset, args.dset), device=args.dev or str(resolve_device()),
+        davis_root=args.davis_root, holdout=read_holdout(args.holdout), model=args.model,
+        size=tuple(args.size) if args.size else None, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        checkpoints=args.checkpoints, tensorboard=args.tensorboard, resume=args.resume, seed=args.seed, **optional)
+
+
+def train_small_module(args: argparse.Namespace) -> int:
+    """``--stage warp-corrector`` / ``tile-gate``: one process (the modules are small; torchrun is not needed)."""
+    if args.stage == "warp-corrector":
+        from trainers.warp import WarpTrainer as trainer_class
+
+        config, what = warp_config_from_args(args), "warp corrector"
+    else:
+        from trainers.tile_gate import TileGateTrainer as trainer_class
+
+        config, what = tile_config_from_args(args), "tile gate"
+    apply_threads(args.threads)
+    print(f"run {config.name}: {what}, checkpoints {config.checkpoints}, tensorboard {config.tensorboard}", flush=True)
+    trainer_class(config, log=lambda m: print(m, flush=True)).fit()
     return 0
 
 

@@ -18,9 +18,10 @@ is timed, each after ``--warmup`` untimed runs, ``--repeats`` times (median, qua
   RGB array to the label map): a compute-path frame (tau = 1) without the CG update (7 of 8 computed
   frames), the compute-path frame that runs the CG update (every ``train_skipping``-th computed
   frame, memory as after the first 7 computed frames), a reuse-path frame (tau = -1) and a warp-path
-  frame (``warp-every-k``: optical flow back to the first frame, no network), and at sizes that are multiples
-  of 8 two sparse-path frames (``sparse-gate``: a still frame, where only the mask-boundary tiles run, and one
-  where every tile changed). Each timed
+  frame (``warp-every-k``: optical flow back to the first frame, no network; with the guided filter and with
+  the shipped learned correction), and at sizes that are multiples of 8 three sparse-path frames
+  (``sparse-gate``: a still frame, where only the mask-boundary tiles run, one where every tile changed, and
+  that one with the shipped learned tile gate choosing the tiles). Each timed
   frame starts from the same session state, cloned untimed (:meth:`InferenceSession.clone`).
 
 All measurements run round-robin, one of each per round, so that a change of background load hits
@@ -55,6 +56,7 @@ from base.io import atomic_write_json
 from lib.engine.core import EngineConfig, InferenceEngine, ObjectState
 from lib.engine.policies import PolicyConfig
 from lib.engine.session import InferenceSession
+from lib.engine.warp import FLOW_SCALE, dis_flops, warp_object_flops
 from lib.tools.cli import add_backbone_flags, add_device_flag, apply_threads, resolve_device, run_cli
 from lib.tools.flops import measure, path_flops
 from models.backbone import FeatureExtractor
@@ -78,10 +80,12 @@ FRAMES: Tuple[Tuple[str, str], ...] = (
     ("frame_reuse", "frame: reuse path"),
     ("frame_compute_cg", "frame: compute path + CG update"),
     ("frame_warp", "frame: warp path (optical flow, no network)"),
+    ("frame_warp_learned", "frame: warp path, learned correction"),
 )
 SPARSE_FRAMES: Tuple[Tuple[str, str], ...] = (
     ("frame_sparse_still", "frame: sparse path, still frame (boundary tiles)"),
     ("frame_sparse_moving", "frame: sparse path, every tile changed"),
+    ("frame_sparse_learned", "frame: sparse path, learned tile gate, all changed"),
 )
 
 
@@ -219,6 +223,16 @@ WARP_POLICY = PolicyConfig.of("warp-every-k", k=10**9)  # every frame warps
 SPARSE_POLICY = PolicyConfig("sparse-gate", -1.0)  # every frame takes the sparse path
 
 
+def warp_learned_policy() -> PolicyConfig:
+    """Every frame warps, corrected by the shipped learned corrector (read when first asked for)."""
+    return PolicyConfig.of("warp-every-k", k=10**9, refine="learned")
+
+
+def sparse_learned_policy() -> PolicyConfig:
+    """Every frame takes the sparse path, its tiles chosen by the shipped learned tile gate."""
+    return PolicyConfig.of("sparse-gate", -1.0, select="learned")
+
+
 @dataclasses.dataclass
 class Scene:
     """The networks, the engine, the frames and the session right after the object's initialisation."""
@@ -234,9 +248,13 @@ class Scene:
 
     def session(self, path: str, start: Optional[InferenceSession] = None) -> InferenceSession:
         """An independent copy of ``start`` (default: the initial session) that takes ``path`` (compute, reuse,
-        warp) on every frame."""
+        warp, warp_learned) on every frame."""
         start = self.initial if start is None else start
-        return start.clone() if path == "compute" else start.clone(REUSE_POLICY if path == "reuse" else WARP_POLICY)
+        if path == "compute":
+            return start.clone()
+        if path == "warp_learned":
+            return start.clone(warp_learned_policy())
+        return start.clone({"reuse": REUSE_POLICY, "warp": WARP_POLICY}[path])
 
     def frame(self, session: InferenceSession) -> np.ndarray:
         """The next frame (frame 1's image) in ``session``, which advances; the label map."""
@@ -373,9 +391,20 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     if height % 8 == 0 and width % 8 == 0:
         sparse_start = scene.initial.clone(SPARSE_POLICY)
         sparse_start.step(scene.frame0)
-        for key, image in (("frame_sparse_still", scene.frame0), ("frame_sparse_moving", frame1)):
-            sparse_jobs[key] = ((lambda session, image=image: session.step(image).labels), sparse_start.clone)
-            sparse_flops[key] = measure(lambda image=image: sparse_start.clone().step(image)) * GIGA
+        learned_start = scene.initial.clone(sparse_learned_policy())
+        learned_start.step(scene.frame0)
+        for key, image, start in (("frame_sparse_still", scene.frame0, sparse_start),
+                                  ("frame_sparse_moving", frame1, sparse_start),
+                                  ("frame_sparse_learned", frame1, learned_start)):
+            sparse_jobs[key] = ((lambda session, image=image: session.step(image).labels), start.clone)
+            sparse_flops[key] = measure(lambda image=image, start=start: start.clone().step(image)) * GIGA
+    # The warp's flow, warps and filters are OpenCV's: counted from their operations (lib.engine.warp); the
+    # learned correction's convolutions by torch's counter.
+    small = (-(-height // FLOW_SCALE), -(-width // FLOW_SCALE))
+    warp_flops = {"frame_warp": (dis_flops(small) + warp_object_flops(size_hw, small, "guided")) * GIGA,
+                  "frame_warp_learned": (dis_flops(small) + warp_object_flops(size_hw, small, "learned")
+                                         + 2 * 9 * height * width) * GIGA
+                  + measure(lambda: scene.session("warp_learned").step(frame1)) * GIGA}
 
     jobs: Dict[str, Job] = {
         "backbone_stride8": (inference(lambda: backbone.forward_f8(image1)), None),
@@ -392,6 +421,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
         "frame_reuse": frame("reuse"),
         "frame_compute_cg": frame("compute", before_cg),
         "frame_warp": frame("warp"),
+        "frame_warp_learned": frame("warp_learned"),
         **sparse_jobs,
         # the first frame: augmentation, backbone on the augmented copies, GN/CG, template (a fresh session)
         "first_frame_init": ((lambda session: session.step(scene.frame0, {1: scene.mask0})),
@@ -403,6 +433,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     assert scene.session("reuse").step(frame1).paths[1].reuses, "tau = -1 must reuse"
     assert not scene.session("compute").step(frame1).paths[1].reuses, "tau = 1 must compute"
     assert scene.session("warp").step(frame1).paths[1].name == "warp"
+    assert scene.session("warp_learned").step(frame1).paths[1].name == "warp"
 
     log("peak memory per path")
     peak = peak_memory_per_path(ftext, (height, width), dev, seed, channels_last, scene)
@@ -412,7 +443,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     state = applied_before_update()
     flops_update = measure(update, state) * GIGA
     result = assemble(ftext, (height, width), dev, torch.get_num_threads(), repeats, warmup, timings, flops,
-                      flops_update, peak, memory_after_cg, train_skipping, sparse_flops)
+                      flops_update, peak, memory_after_cg, train_skipping, {**sparse_flops, **warp_flops})
     result["channels_last"] = channels_last
     # one object's initialisation (augmentation, backbone on the copies, GN/CG, template) and its frame
     result["first_frame"] = {"label": "first frame: one object's init + its frame",
@@ -429,7 +460,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
 def assemble(ftext: str, size: Tuple[int, int], device: torch.device, threads: int, repeats: int, warmup: int,
              timings: Dict[str, Timing], flops: Dict[str, object], flops_update: float,
              peak: Dict[str, Dict[str, object]], memory_samples: int, train_skipping: int,
-             sparse_flops: Optional[Dict[str, float]] = None) -> Dict[str, object]:
+             extra_flops: Optional[Dict[str, float]] = None) -> Dict[str, object]:
     """Build the result dict: rows with medians, spreads, GFLOPs and per-path shares; ratios."""
     m: Dict[str, float] = flops["modules"]  # type: ignore[assignment]
     head = m["refiner_shallow_stages"] + m["upsampler"]
@@ -444,8 +475,11 @@ def assemble(ftext: str, size: Tuple[int, int], device: torch.device, threads: i
         "frame_compute": float(flops["full"]),
         "frame_reuse": float(flops["reuse"]),
         "frame_compute_cg": float(flops["full"]) + flops_update,
-        "frame_warp": 0.0,  # no convolution or matrix product runs (flow and filters are OpenCV's, not counted)
-        **(sparse_flops or {}),  # the whole step as counted (its backbone, matching, gate, translator, tiles)
+        "frame_warp": 0.0,
+        "frame_warp_learned": 0.0,
+        # the sparse frames' whole steps as counted (backbone, matching, gate, translator, tiles); the warp frames'
+        # flow and filters from their operations, the learned correction's convolutions as counted
+        **(extra_flops or {}),
     }
     stats = {key: t.summary() for key, t in timings.items()}
     frame_of = {"compute": "frame_compute", "reuse": "frame_reuse"}
@@ -482,6 +516,7 @@ def assemble(ftext: str, size: Tuple[int, int], device: torch.device, threads: i
               "time_vs_amortised": reuse_ms / amortised_ms,
               "flops_vs_amortised": gflops["frame_reuse"] / amortised_gflops,
               "warp_time": stats["frame_warp"]["median_ms"] / plain,
+              "warp_learned_time": stats["frame_warp_learned"]["median_ms"] / plain,
               **{f"{key[6:]}_time": stats[key]["median_ms"] / plain for key, _ in SPARSE_FRAMES if key in stats}}
     return {
         "ftext": ftext, "size": list(size), "device": str(device), "threads": threads, "repeats": repeats,
@@ -538,11 +573,12 @@ def format_table(result: Dict[str, object]) -> str:
     lines += ["", f"reuse / compute: time {r['time']:.3f}, FLOPs {r['flops']:.3f} "
                   f"(vs the amortised compute frame: time {r['time_vs_amortised']:.3f}, "
                   f"FLOPs {r['flops_vs_amortised']:.3f})",
-              f"warp / compute: time {r['warp_time']:.3f} (the warp's optical flow and filters are not counted "
-              "in FLOPs)"]
+              f"warp / compute: time {r['warp_time']:.3f}, with the learned correction "
+              f"{r['warp_learned_time']:.3f} (the flow's FLOPs estimated from its operations)"]
     if "sparse_still_time" in r:
         lines.append(f"sparse / compute: time {r['sparse_still_time']:.3f} on a still frame, "
-                     f"{r['sparse_moving_time']:.3f} with every tile changed")
+                     f"{r['sparse_moving_time']:.3f} with every tile changed, "
+                     f"{r['sparse_learned_time']:.3f} with the learned tile gate")
     else:
         lines.append("sparse path: not timed (it needs a size that is a multiple of 8)")
     for path, peak in result["peak_memory"].items():

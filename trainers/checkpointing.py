@@ -30,14 +30,14 @@ PathLike = Union[str, Path]
 REQUIRED = ("model", "epoch", "optimizer", "scheduler")
 
 
-def _to_cpu(value: Any) -> Any:
+def to_cpu(value: Any) -> Any:
     """Tensors moved to the CPU inside nested dicts / lists / tuples (for device-independent files)."""
     if isinstance(value, Tensor):
         return value.detach().cpu()
     if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
+        return {k: to_cpu(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(v) for v in value)
+        return type(value)(to_cpu(v) for v in value)
     return value
 
 
@@ -45,8 +45,8 @@ def save_training_checkpoint(path: PathLike, model: GFRTM, *, name: str, epoch: 
                              optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                              config: Mapping[str, Any], stats: Mapping[str, float]) -> None:
     """Write a training checkpoint atomically (see the module docstring for the content)."""
-    save_model(path, model, name=name, epoch=int(epoch), optimizer=_to_cpu(optimizer.state_dict()),
-               scheduler=_to_cpu(scheduler.state_dict()), config=dict(config),
+    save_model(path, model, name=name, epoch=int(epoch), optimizer=to_cpu(optimizer.state_dict()),
+               scheduler=to_cpu(scheduler.state_dict()), config=dict(config),
                stats={str(k): float(v) for k, v in stats.items()})
 
 
@@ -138,3 +138,24 @@ def init_from_checkpoint(model: GFRTM, path: PathLike, trust: bool = False) -> s
     if ignored:
         report += f"; skipped {len(ignored)} file keys: {', '.join(ignored[:3])}"
     return report
+
+
+def resume_module(directory: PathLike, name: str, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None,
+                  log: Callable[[str], None] = print) -> int:
+    """Load the newest checkpoint of run ``name`` in ``directory`` that fits into ``module`` / ``optimizer`` (/
+    ``scheduler``), skipping unreadable or mismatching newer files with a message; returns its epoch (0: none).
+    For the small modules of ``train.py --stage warp-corrector`` / ``tile-gate``."""
+    for _, path in reversed(list_checkpoints(directory, name)):
+        try:
+            state = load_training_checkpoint(path)
+            module.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+        except (CheckpointError, RuntimeError, ValueError, KeyError, TypeError) as err:
+            log(f"skipping checkpoint {path}: {err}")
+            continue
+        log(f"resumed from {path} (epoch {state['epoch']} finished); continuing at epoch {state['epoch'] + 1}")
+        return int(state["epoch"])
+    return 0

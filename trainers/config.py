@@ -22,8 +22,44 @@ SAMPLINGS = ("temporal", "official")
 TMCACHE_MODES = ("readwrite", "readonly", "off")
 
 
+def need(ok: bool, message: str) -> None:
+    """A :class:`ConfigError` with ``message`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def check_run_name(name: str) -> None:
+    need(bool(name) and "/" not in name and name not in (".", ".."),
+         f"--name {name!r}: a run name must be a non-empty folder name without '/'")
+
+
+class RunFolders:
+    """The folders and files of a run named ``name`` whose checkpoints go to ``checkpoints`` (a mixin of the
+    frozen config dataclasses); :meth:`_default_folders` fills empty folder fields with ``runs/<name>/<field>``."""
+
+    name: str
+    checkpoints: str
+
+    def _default_folders(self, *fields: str) -> None:
+        for attr in fields:
+            if not getattr(self, attr):
+                object.__setattr__(self, attr, str(self.run_dir / attr))
+
+    @property
+    def run_dir(self) -> Path:
+        return Path("runs") / self.name
+
+    def checkpoint_path(self, epoch: int) -> Path:
+        """``<checkpoints>/<name>_ep%04d.pth``."""
+        return Path(self.checkpoints) / f"{self.name}_ep{epoch:04d}.pth"
+
+    @property
+    def config_path(self) -> Path:
+        return Path(self.checkpoints) / "config.json"
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RunFolders):
     """Everything a training run depends on (saved next to the checkpoints as ``config.json``).
 
     Attributes:
@@ -115,12 +151,7 @@ class TrainConfig:
         self._validate()
 
     def _validate(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ConfigError(message)
-
-        need(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
-             f"--name {self.name!r}: a run name must be a non-empty folder name without '/'")
+        check_run_name(self.name)
         need(self.ftext in BACKBONES, f"--ftext {self.ftext!r}: choose one of {', '.join(BACKBONES)}")
         need(self.dset in TRAINING_DATASETS,
              f"--dset {self.dset!r}: choose one of {', '.join(TRAINING_DATASETS + tuple(DATASET_ALIASES))}")
@@ -155,18 +186,6 @@ class TrainConfig:
         need(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
              f"--max-iters-per-epoch must be >= 1, got {self.max_iters_per_epoch}")
 
-    @property
-    def run_dir(self) -> Path:
-        return Path("runs") / self.name
-
-    def checkpoint_path(self, epoch: int) -> Path:
-        """``<checkpoints>/<name>_ep%04d.pth``."""
-        return Path(self.checkpoints) / f"{self.name}_ep{epoch:04d}.pth"
-
-    @property
-    def config_path(self) -> Path:
-        return Path(self.checkpoints) / "config.json"
-
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-able dict (``size`` as a list)."""
         out = dataclasses.asdict(self)
@@ -189,3 +208,154 @@ class TrainConfig:
         """Keys whose value differs from a saved :meth:`to_dict` (``{key: (saved, now)}``)."""
         mine = self.to_dict()
         return {k: (other.get(k), v) for k, v in mine.items() if other.get(k) != v}
+
+
+WARP_DATASETS = ("dv2016", "dv2017")
+
+
+@dataclass(frozen=True)
+class WarpTrainConfig(RunFolders):
+    """A ``train.py --stage warp-corrector`` run (saved next to its checkpoints as ``config.json``).
+
+    The warp corrector (:class:`models.warp_corrector.WarpCorrector`) learns to correct a key frame's mask
+    warped by DIS optical flow to a frame ``1..max_distance`` frames away, on DAVIS train sequences; no
+    backbone is involved.
+
+    Attributes:
+        name: run name; default folders ``runs/<name>/{checkpoints,tensorboard}``.
+        dset: ``dv2016`` (objects merged) or ``dv2017`` (one object per sample).
+        device, seed, workers, resume, amp: as :class:`TrainConfig`'s.
+        davis_root: DAVIS root (None: ``$DAVIS_ROOT``).
+        holdout: train sequences left out of training; the per-epoch validation runs on them.
+        size: (H, W) frames are resized to (the inference size of the model the corrector serves).
+        max_distance: key-to-frame distances are drawn from 1..max_distance (both directions in time).
+        samples_per_epoch: training pairs per epoch.
+        epochs, batch_size, lr, lr_step, lr_gamma, max_iters_per_epoch: as :class:`TrainConfig`'s (Adam).
+        width: channels of the corrector's CNN.
+        checkpoints, tensorboard: folders.
+    """
+
+    name: str = "warp_corrector_dv2016"
+    dset: str = "dv2016"
+    device: str = "cpu"
+    davis_root: Optional[str] = None
+    holdout: Tuple[str, ...] = ()
+    size: Tuple[int, int] = (240, 432)
+    max_distance: int = 4
+    samples_per_epoch: int = 2048
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 2e-3
+    lr_step: int = 7
+    lr_gamma: float = 0.1
+    max_iters_per_epoch: Optional[int] = None
+    width: int = 24
+    checkpoints: str = ""
+    tensorboard: str = ""
+    resume: bool = True
+    amp: Optional[str] = None
+    workers: int = 2
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        object.__setattr__(self, "holdout", tuple(str(s) for s in self.holdout))
+        self._default_folders("checkpoints", "tensorboard")
+        self._validate()
+
+    def _validate(self) -> None:
+        check_run_name(self.name)
+        need(self.dset in WARP_DATASETS, f"--stage warp-corrector trains on DAVIS: --dset must be one of "
+                                         f"{', '.join(WARP_DATASETS)}, got {self.dset!r}")
+        need(len(self.size) == 2 and min(self.size) >= 16, f"--size H W must both be >= 16, got {self.size}")
+        need(self.max_distance >= 1, f"--max-distance must be >= 1, got {self.max_distance}")
+        need(self.samples_per_epoch >= 1, f"--samples-per-epoch must be >= 1, got {self.samples_per_epoch}")
+        need(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        need(self.lr_step >= 1 and 0 < self.lr_gamma <= 1, "lr_step must be >= 1 and 0 < lr_gamma <= 1")
+        need(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
+             f"--max-iters-per-epoch must be >= 1, got {self.max_iters_per_epoch}")
+        need(self.width >= 1, f"--corrector-width must be >= 1, got {self.width}")
+        need(self.amp in (None, "bf16"), f"--amp must be bf16 or absent, got {self.amp!r}")
+        need(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+
+    @property
+    def weights_path(self) -> Path:
+        """The final weights file (no optimiser state), what ``--warp-corrector`` takes."""
+        return self.run_dir / "warp_corrector.pth"
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["size"] = list(self.size)
+        out["holdout"] = list(self.holdout)
+        return out
+
+
+@dataclass(frozen=True)
+class TileGateTrainConfig(RunFolders):
+    """A ``train.py --stage tile-gate`` run (saved next to its checkpoints as ``config.json``).
+
+    The learned tile gate of the sparse path (:class:`models.tile_gate.TileGate`) learns, per tile of a
+    reuse-path frame, whether recomputing the shallow stages there is worth it, from a G-FRTM model's own
+    outputs on DAVIS train sequences (collected once, cached), with SpVOS's sparsity loss.
+
+    Attributes:
+        name: run name; default folders ``runs/<name>/{checkpoints,tensorboard}``; collected data in
+            ``runs/<name>/tiles_<split>.pt``.
+        dset: ``dv2016`` or ``dv2017``; davis_root, holdout: as :class:`WarpTrainConfig`'s.
+        model: the G-FRTM model file whose reuse path the gate serves (None: the shipped model).
+        size: (H, W) the model runs at (None: the size the model file records).
+        tile: tile side in pixels (a multiple of 8; the sparse path's ``--sparse-tile``).
+        target: the sparsity target t_s: the wanted fraction of computed tiles.
+        sparsity_weight: weight of the sparsity loss (target - computed fraction)^2.
+        epochs, batch_size (frames per step), lr, seed, device, width, checkpoints, tensorboard, resume.
+    """
+
+    name: str = "tile_gate_dv2016"
+    dset: str = "dv2016"
+    device: str = "cpu"
+    davis_root: Optional[str] = None
+    holdout: Tuple[str, ...] = ()
+    model: Optional[str] = None
+    size: Optional[Tuple[int, int]] = None
+    tile: int = 64
+    target: float = 0.15
+    sparsity_weight: float = 4.0
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 1e-2
+    width: int = 16
+    checkpoints: str = ""
+    tensorboard: str = ""
+    resume: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.size is not None:
+            object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        object.__setattr__(self, "holdout", tuple(str(s) for s in self.holdout))
+        self._default_folders("checkpoints", "tensorboard")
+        check_run_name(self.name)
+        need(self.dset in WARP_DATASETS, f"--stage tile-gate trains on DAVIS: --dset must be one of "
+                                         f"{', '.join(WARP_DATASETS)}, got {self.dset!r}")
+        need(self.size is None or (len(self.size) == 2 and all(s % 8 == 0 and s >= 8 for s in self.size)),
+             f"--size H W must be multiples of 8 (the sparse path's tiling), got {self.size}")
+        need(self.tile >= 8 and self.tile % 8 == 0, f"--sparse-tile must be a positive multiple of 8, got {self.tile}")
+        need(0 < self.target < 1, f"--sparsity-target must be in (0, 1), got {self.target}")
+        need(self.sparsity_weight >= 0, f"--sparsity-weight must be >= 0, got {self.sparsity_weight}")
+        need(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+
+    @property
+    def weights_path(self) -> Path:
+        """The final weights file, what ``--tile-gate`` takes."""
+        return self.run_dir / "tile_gate.pth"
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["holdout"] = list(self.holdout)
+        if self.size is not None:
+            out["size"] = list(self.size)
+        return out

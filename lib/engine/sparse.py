@@ -79,6 +79,38 @@ def change_tiles(image: Tensor, previous: Tensor, previous_prob: Tensor, tile: i
     return ((total / count > threshold) | ((has_fg > 0) & (has_bg > 0)))[0, 0]
 
 
+TILE_FEATURES = ("change_mean", "change_max", "uncertain", "foreground", "near_object")
+
+
+def tile_features(image: Tensor, previous: Tensor, previous_prob: Tensor, tile: int) -> Tensor:
+    """The learned tile gate's inputs (:class:`models.tile_gate.TileGate`): (1, 5, rows, cols) float32.
+
+    Per tile: the mean and the maximum (over 8x8 blocks) of the absolute grey-level change from the previous
+    frame (grey levels in [0, 1]), the mean uncertainty 4 p (1 - p) of the object's previous probability
+    ``previous_prob`` (H, W), its foreground fraction (p > 0.5), and the fraction of the tile's 8x8 blocks
+    within ``tile`` pixels (in blocks) of a block holding foreground. ``tile``: a multiple of 8.
+    ``image``, ``previous``: (1, 3, H, W) uint8 frames.
+    """
+    diff = (image.float() - previous.float()).abs().mean(dim=1, keepdim=True) / 255.0  # (1, 1, H, W)
+    h, w = image.shape[-2:]
+    rows, cols = tile_grid((h, w), tile)
+    pad = (0, cols * tile - w, 0, rows * tile - h)
+    count = F.avg_pool2d(F.pad(torch.ones_like(diff), pad), tile, divisor_override=1)
+
+    def mean(x):
+        return F.avg_pool2d(F.pad(x, pad), tile, divisor_override=1) / count
+
+    block = F.avg_pool2d(diff, 8, ceil_mode=True)
+    block_pad = (0, cols * (tile // 8) - block.shape[-1], 0, rows * (tile // 8) - block.shape[-2])
+    change_max = F.max_pool2d(F.pad(block, block_pad), tile // 8)
+    p = previous_prob.float()[None, None]
+    fg = (p > 0.5).float()
+    b = tile // 8  # the tile in 8x8 blocks: "near" is measured on the block grid (cheap)
+    near = F.max_pool2d(F.max_pool2d(fg, 8, ceil_mode=True), 2 * b + 1, stride=1, padding=b)
+    return torch.cat([mean(diff), change_max, mean(4 * p * (1 - p)), mean(fg),
+                      F.avg_pool2d(F.pad(near, block_pad), b)], dim=1)
+
+
 def _windows(active: Tensor, size: Tuple[int, int], tile: int, halo: int) -> List[Tuple[int, int, int, int, int, int]]:
     """Per active tile (y0, y1, x0, x1) of the tile and the top-left (wy, wx) of its window on a map of ``size``."""
     h, w = size

@@ -2,9 +2,12 @@
 
 No network runs: the motion from the current frame back to the object's last computed frame (its key frame)
 is estimated with OpenCV's DIS optical flow on grey frames downscaled by ``scale``; the key frame's
-probability map is backward-warped with it at the networks' size, then optionally corrected by a guided
-filter whose guide is the current frame (a training-free stand-in for GSVNet's guided spatially-varying
-convolution: the warped map's edges snap to the current frame's edges). All arrays are numpy on the CPU.
+probability map is backward-warped with it at the networks' size, then optionally corrected: by a guided
+filter whose guide is the current frame (training-free: the warped map's edges snap to the current frame's
+edges), or by GSVNet's guided spatially-varying convolution, learned (:class:`models.warp_corrector.WarpCorrector`,
+trained by ``train.py --stage warp-corrector``; its inputs come from :func:`corrector_inputs`, the same function
+for training and inference). Flow, warps and filters are numpy on the CPU; the learned module runs on the
+session's device.
 
 Flow convention (OpenCV's): ``flow = dis_flow(a, b)`` has ``a(x) ~ b(x + flow(x))``; so with
 ``a`` = current frame and ``b`` = key frame, ``warped(x) = key_prob(x + flow(x))``.
@@ -12,23 +15,69 @@ Flow convention (OpenCV's): ``flow = dis_flow(a, b)`` has ``a(x) ~ b(x + flow(x)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
+import torch
 
 FLOW_SCALE = 4  # the flow runs on frames downscaled by this factor (GSVNet: 1/8 of a 2048x1024 frame)
 DIS_PRESET = "fast"
 _PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
             "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
-REFINEMENTS = ("guided", "none")
+REFINEMENTS = ("guided", "learned", "none")
 
 
 def _dis(preset: str) -> cv2.DISOpticalFlow:
     """A new DIS object per flow (5 us): OpenCV's object is not stateless, a frame too small for its finest scale
     lowers that scale for good, so a kept object would make later flows depend on earlier inputs."""
     return cv2.DISOpticalFlow_create(_PRESETS[preset])
+
+
+def dis_flops(shape: Tuple[int, int], preset: str = DIS_PRESET) -> int:
+    """Estimated FLOPs of one :func:`dis_flow` of two ``shape`` = (h, w) frames.
+
+    OpenCV runs the flow outside torch, so it is counted from the algorithm (Kroeger et al., ECCV 2016) with
+    the preset's settings, not measured: per pyramid level from the coarsest (OpenCV's rule: about
+    log2(max side / 4 patch sizes)) to the finest, the level's gradients (40 / pixel), per patch of P x P
+    pixels on a grid of stride S the inverse-search set-up (6 P^2) and its gradient-descent iterations (13 P^2
+    each: bilinear sample, residual, the 2-vector update), the densification (12 per pixel and overlapping
+    patch, (P / S)^2 of them) and the variational refinement (50 per pixel and iteration). An order of
+    magnitude, good enough to show where a warp frame's cost goes.
+    """
+    dis = _dis(preset)
+    p, stride = dis.getPatchSize(), dis.getPatchStride()
+    h, w = shape
+    coarsest = min(int(math.log2(max(h, w) / (4.0 * p)) + 0.5), int(math.log2(max(min(h, w), 1) / p)))
+    coarsest = max(coarsest, 0)
+    finest = dis.getFinestScale()
+    if coarsest < finest:  # OpenCV then picks a finer finest level itself
+        finest = max(coarsest - 2, 0)
+    total = 0.0
+    for level in range(finest, coarsest + 1):
+        hs, ws = max(1, h >> level), max(1, w >> level)
+        pixels = hs * ws
+        patches = (max(hs - p, 0) // stride + 1) * (max(ws - p, 0) // stride + 1)
+        total += 40 * pixels + patches * (6 + 13 * dis.getGradientDescentIterations()) * p * p
+        total += 12 * (p / stride) ** 2 * pixels + 50 * dis.getVariationalRefinementIterations() * pixels
+    return int(total)
+
+
+def warp_object_flops(size: Tuple[int, int], small: Tuple[int, int], mode: str) -> int:
+    """FLOPs of :func:`warp_object` outside torch, by its operations: resizing the flow (2 bilinear channels,
+    8 per value), warping the map (8 per pixel), the photometric error at the flow's scale (12 per pixel) and,
+    for ``guided``, the guided filter (6 box filters of 4 per pixel with running sums, 14 per pixel besides);
+    for ``learned``, warping the key frame's 3 channels for the corrector (8 per value; the correction's
+    convolutions are counted by torch's counter and its per-pixel kernel by the caller)."""
+    pixels = size[0] * size[1]
+    total = 2 * 8 * pixels + 8 * pixels + 12 * small[0] * small[1]
+    if mode == "guided":
+        total += (6 * 4 + 14) * pixels
+    elif mode == "learned":
+        total += 3 * 8 * pixels
+    return total
 
 
 def small_gray(image: np.ndarray, scale: int = FLOW_SCALE) -> np.ndarray:
@@ -105,17 +154,60 @@ class Warp:
     error: float
 
 
+def corrector_inputs(current_rgb: np.ndarray, key_rgb: np.ndarray, key_prob: np.ndarray,
+                     flow: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The learned corrector's inputs from (H, W, 3) uint8 RGB frames, the key frame's (H, W) probability map and
+    the flow (H, W, 2) at that size: current frame (3, H, W), key frame warped to it (3, H, W), both float32 in
+    [0, 1], and the warped probability map (1, H, W)."""
+    image = current_rgb.astype(np.float32).transpose(2, 0, 1) / 255.0
+    warped = backward_warp(key_rgb.astype(np.float32), flow).reshape(*flow.shape[:2], -1).transpose(2, 0, 1) / 255.0
+    return image, np.ascontiguousarray(warped), backward_warp(key_prob, flow)[None]
+
+
+def learned_correction(corrector: torch.nn.Module, current_rgb: np.ndarray, key_rgb: np.ndarray,
+                       key_prob: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """``key_prob`` warped by ``flow`` (both at the networks' size) and corrected by ``corrector``: (H, W) float32
+    probabilities. The module runs under inference mode on its own device."""
+    device = next(corrector.parameters()).device
+    tensors = [torch.from_numpy(a)[None].to(device) for a in corrector_inputs(current_rgb, key_rgb, key_prob, flow)]
+    with torch.inference_mode():
+        logits = corrector(*tensors)
+    return torch.sigmoid(logits)[0, 0].float().cpu().numpy()
+
+
+@dataclass
+class Correction:
+    """How a warped map is corrected: ``mode`` one of :data:`REFINEMENTS`, with what that mode needs
+    (``guide``: the current frame (H, W) grey float32 in [0, 1] for ``guided``; ``corrector``, ``current_rgb``
+    and ``key_rgb`` (H, W, 3) uint8 for ``learned``)."""
+
+    mode: str = "none"
+    guide: Optional[np.ndarray] = None
+    corrector: Optional[torch.nn.Module] = None
+    current_rgb: Optional[np.ndarray] = None
+    key_rgb: Optional[np.ndarray] = None
+
+
 def warp_object(current_small: np.ndarray, key_small: np.ndarray, flow_small: np.ndarray, key_prob: np.ndarray,
-                current_gray: np.ndarray | None) -> Warp:
+                correction: Correction | np.ndarray | None = None) -> Warp:
     """Warp ``key_prob`` (H, W) to the current frame with the low-resolution flow (from :func:`dis_flow`).
 
-    ``current_gray``: the current frame (H, W) float32 in [0, 1], the guided filter's guide; None: no
-    correction.
+    ``correction``: how to correct the warped map (a grey (H, W) array: the guided filter with that guide;
+    None: no correction).
     """
     size = key_prob.shape
-    prob = backward_warp(key_prob, resize_flow(flow_small, size))
-    if current_gray is not None:
-        prob = np.clip(guided_filter(current_gray, prob, guided_radius(size), GUIDED_EPS), 0.0, 1.0)
+    if correction is None:
+        correction = Correction()
+    elif isinstance(correction, np.ndarray):
+        correction = Correction("guided", guide=correction)
+    flow = resize_flow(flow_small, size)
+    if correction.mode == "learned":
+        prob = learned_correction(correction.corrector, correction.current_rgb, correction.key_rgb,
+                                  key_prob.astype(np.float32), flow)
+    else:
+        prob = backward_warp(key_prob, flow)
+        if correction.mode == "guided":
+            prob = np.clip(guided_filter(correction.guide, prob, guided_radius(size), GUIDED_EPS), 0.0, 1.0)
     warped_key = backward_warp(key_small.astype(np.float32), flow_small)
     diff = np.abs(current_small.astype(np.float32) - warped_key) / 255.0
     h, w = current_small.shape

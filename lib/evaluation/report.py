@@ -86,9 +86,10 @@ class ReportRun:
 
     @property
     def family(self) -> str:
-        """The plot curve this run belongs to: its policy family (all every-k runs together)."""
+        """The plot curve this run belongs to: its policy's curve (all every-k runs together; one curve per
+        warp correction or sparse tile rule)."""
         cls = self.policy_class
-        return self.policy if cls is None else cls.name
+        return self.policy if cls is None else cls.curve(self.policy)
 
     @property
     def point_label(self) -> str:
@@ -239,17 +240,19 @@ def format_report(rows: Sequence[ReportRun], plot_note: str) -> str:
 
 
 def _series(rows: Sequence[ReportRun]) -> Dict[str, List[ReportRun]]:
-    """Plot curves: one per policy family, qualified by dataset / folder only when needed to separate."""
+    """Plot curves: one per policy curve (e.g. every-k's runs of several folders, one k each, make one curve),
+    qualified by dataset, and by folder only where two folders hold the same point of a curve."""
     several_datasets = len({r.dataset for r in rows}) > 1
-    owners: Dict[Tuple[str, str], set] = {}
+    points: Dict[Tuple[str, str, str], set] = {}
     for r in rows:
-        owners.setdefault((r.dataset, r.family), set()).add(r.source)
+        points.setdefault((r.dataset, r.family, r.point_label), set()).add(r.source)
+    clashing = {(d, f) for (d, f, _), sources in points.items() if len(sources) > 1}
     curves: Dict[str, List[ReportRun]] = {}
     for r in rows:
         name = r.family
         if several_datasets:
             name = f"{r.dataset} {name}"
-        if len(owners[(r.dataset, r.family)]) > 1:
+        if (r.dataset, r.family) in clashing:
             name = f"{name} ({r.source})"
         curves.setdefault(name, []).append(r)
     return curves

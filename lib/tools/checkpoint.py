@@ -38,11 +38,15 @@ from torch import Tensor
 from base.errors import CheckpointError, ConfigError, ReuseVOSError
 from base.io import atomic_path
 from models.gfrtm import GFRTM
+from models.tile_gate import TileGate
+from models.warp_corrector import WarpCorrector
 
 PathLike = Union[str, Path]
 StateDict = Dict[str, Tensor]
 
 PROJECT_FORMAT = "reuse-vos"
+WARP_CORRECTOR_KIND = "warp-corrector"
+TILE_GATE_KIND = "tile-gate"
 FORMAT_VERSION = 1
 OFFICIAL_MODULES = ("lib", "model", "__main__")
 BACKBONE_KEY = "backbone_weights"
@@ -512,6 +516,59 @@ def save_model(path: PathLike, model: GFRTM, /, **extra: Any) -> None:
     bool, int, float, str, tensors, lists/tuples/dicts of them) so the file loads with weights_only=True.
     """
     _write_project_file(path, model.state_dict(), {"ftext": model.ftext, **extra})
+
+
+def _save_module(path: PathLike, module: Any, kind: str, extra: Mapping[str, Any]) -> None:
+    _write_project_file(path, module.state_dict(), {"kind": kind, "module_config": module.config(), **extra})
+
+
+def _load_module(path: PathLike, kind: str, cls: type, hint: str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{kind} weights not found ({hint})", path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot read the {kind} file ({err.__class__.__name__}); corrupt, truncated or not "
+                              "a torch file", path) from None
+    if not isinstance(obj, Mapping) or obj.get("format") != PROJECT_FORMAT or obj.get("kind") != kind:
+        found = obj.get("kind", "a G-FRTM model file?") if isinstance(obj, Mapping) else "something else"
+        raise CheckpointError(f"not a {kind} file (it is {found})", path)
+    try:
+        module = cls(**dict(obj.get("module_config", {})))
+        module.load_state_dict(obj["model"], strict=True)
+    except (TypeError, ValueError, RuntimeError, KeyError) as err:
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{kind} weights do not fit ({err.__class__.__name__}: {first})", path) from None
+    return module.eval()
+
+
+def save_warp_corrector(path: PathLike, module: WarpCorrector, /, **extra: Any) -> None:
+    """Write a :class:`WarpCorrector`'s weights and constructor arguments in the project format (atomically);
+    ``extra`` as :func:`save_model`'s (a training checkpoint adds its optimizer, scheduler, epoch)."""
+    _save_module(path, module, WARP_CORRECTOR_KIND, extra)
+
+
+def load_warp_corrector(path: PathLike) -> WarpCorrector:
+    """The :class:`WarpCorrector` of a file written by :func:`save_warp_corrector` (a weights file or a training
+    checkpoint of ``train.py --stage warp-corrector``), in eval mode on the CPU.
+
+    Raises:
+        CheckpointError: missing or unreadable file, not a warp-corrector file, or weights that do not fit.
+    """
+    return _load_module(path, WARP_CORRECTOR_KIND, WarpCorrector,
+                        "train them with train.py --stage warp-corrector, or pass --warp-corrector PATH")
+
+
+def save_tile_gate(path: PathLike, module: TileGate, /, **extra: Any) -> None:
+    """Write a :class:`TileGate` (as :func:`save_warp_corrector`)."""
+    _save_module(path, module, TILE_GATE_KIND, extra)
+
+
+def load_tile_gate(path: PathLike) -> TileGate:
+    """The :class:`TileGate` of a file written by :func:`save_tile_gate` (``train.py --stage tile-gate``)."""
+    return _load_module(path, TILE_GATE_KIND, TileGate,
+                        "train it with train.py --stage tile-gate, or pass --tile-gate PATH")
 
 
 def convert(src: PathLike, dst: PathLike, trust: bool = False) -> CheckpointInfo:

@@ -41,7 +41,8 @@ def test_json_structure(run):
     assert [row["key"] for row in result["rows"]] == [k for k, _, _ in MODULES] + ["engine_overhead",
                                                                                    "target_model_update"]
     assert set(result["frames"]) == {"frame_compute", "frame_reuse", "frame_compute_cg", "frame_warp",
-                                     "frame_sparse_still", "frame_sparse_moving", "frame_compute_amortised"}
+                                     "frame_warp_learned", "frame_sparse_still", "frame_sparse_moving",
+                                     "frame_sparse_learned", "frame_compute_amortised"}
     # the still frame recomputes only the mask-boundary tiles, the moving one every tile
     assert 0 < result["frames"]["frame_sparse_still"]["gflops"] < result["frames"]["frame_sparse_moving"]["gflops"]
     assert result["first_frame"]["median_ms"] > result["frames"]["frame_compute"]["median_ms"]  # init costs more
@@ -54,8 +55,16 @@ def test_json_structure(run):
             assert row["median_ms"] > 0
         assert row["gflops"] >= 0
     assert set(result["ratios"]) == {"time", "flops", "time_vs_amortised", "flops_vs_amortised", "warp_time",
-                                     "sparse_still_time", "sparse_moving_time"}
-    assert result["frames"]["frame_warp"]["median_ms"] > 0 and result["frames"]["frame_warp"]["gflops"] == 0
+                                     "warp_learned_time", "sparse_still_time", "sparse_moving_time",
+                                     "sparse_learned_time"}
+    frames = result["frames"]
+    assert frames["frame_warp"]["median_ms"] > 0 and frames["frame_warp_learned"]["median_ms"] > 0
+    # the flow and filters are counted from their operations, the learned correction's convolutions on top
+    assert 0 < frames["frame_warp"]["gflops"] < frames["frame_warp_learned"]["gflops"]
+    assert frames["frame_warp_learned"]["gflops"] < 0.1 * frames["frame_compute"]["gflops"]
+    # the learned tile gate recomputes at most the change rule's tiles (all) on the moving frame, plus its own
+    # convolutions on the tile grid (a few kFLOPs)
+    assert 0 < frames["frame_sparse_learned"]["gflops"] <= frames["frame_sparse_moving"]["gflops"] + 1e-4
     for path in ("compute", "reuse"):
         peak = result["peak_memory"][path]
         assert peak["peak_bytes"] > 0 and "RSS" in peak["kind"]

@@ -130,6 +130,12 @@ class Policy:
         """How a report marks a tau-less run of this family on its curve (e.g. ``k=3``)."""
         return label
 
+    @classmethod
+    def curve(cls, label: str) -> str:
+        """The report's plot curve a run of this family belongs to (default: the family, e.g. every k of
+        ``every-k`` on one curve); a variant that is not a point of that curve returns its own name."""
+        return cls.name
+
     # --- per session --------------------------------------------------------------------------
 
     def measure(self, ctx: FrameContext, obj: ObjectState) -> Optional[float]:

@@ -1,7 +1,8 @@
 """Flow-warped reuse (GSVNet-style): the ``warp`` path and its two policies, ``warp-every-k`` and ``warp-error``.
 
 On a warp frame no network runs, not even the backbone: the object's last computed probability map is
-carried to the frame by DIS optical flow and corrected with a guided filter on the current frame
+carried to the frame by DIS optical flow and corrected with a guided filter on the current frame, or with the
+learned guided spatially-varying convolution (``--warp-refine learned``, weights ``--warp-corrector``)
 (:mod:`lib.engine.warp`). The decision must be as cheap: ``warp-every-k`` computes every k-th frame
 (GSVNet's key-frame schedule); ``warp-error`` warps iff the warp's confidence, 1 - the mean photometric
 error around the object (grey levels in [0, 1]), is > tau, else computes. Neither runs template matching or
@@ -11,6 +12,8 @@ the gate, and the target model learns only on computed frames.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import numpy as np
@@ -21,20 +24,46 @@ from lib.engine.paths import COMPUTE, PathKind, register_path
 from lib.engine.policies import register
 from lib.engine.policies.base import ObjectFrame, Param, Policy
 from lib.engine.policies.every_k import EveryKPolicy
-from lib.engine.warp import FLOW_SCALE, REFINEMENTS, Warp, dis_flow, small_gray, warp_object
+from lib.engine.warp import (
+    FLOW_SCALE,
+    REFINEMENTS,
+    Correction,
+    Warp,
+    dis_flops,
+    dis_flow,
+    small_gray,
+    warp_object,
+    warp_object_flops,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from lib.engine.core import FrameContext, ObjectState
 
+SHIPPED_CORRECTOR = Path(__file__).resolve().parents[3] / "weights" / "warp_corrector_dv2016_cpu.pth"
 REFINE = Param("refine", "--warp-refine", str, "guided",
-               "correction of the warped map: guided (a guided filter on the current frame) or none", "R")
+               "correction of the warped map: guided (a guided filter on the current frame), learned (the "
+               "trained guided spatially-varying convolution of --warp-corrector) or none", "R")
+CORRECTOR = Param("corrector", "--warp-corrector", str, str(SHIPPED_CORRECTOR),
+                  "weights of --warp-refine learned (train.py --stage warp-corrector; default: the shipped "
+                  "weights/warp_corrector_dv2016_cpu.pth)", "PATH")
+
+
+@lru_cache(maxsize=4)
+def _corrector(path: str, device: str) -> torch.nn.Module:
+    from lib.tools.checkpoint import load_warp_corrector
+
+    return load_warp_corrector(path).to(device)
+
+
+def _image_rgb(image: torch.Tensor) -> np.ndarray:
+    return image[0].permute(1, 2, 0).cpu().numpy()
 
 
 def _frame_rgb(ctx: FrameContext) -> np.ndarray:
     if ctx.image is None:
         raise ConfigError(f"frame {ctx.index}: the warp path needs the frame itself (the session was given features)")
     if "warp.rgb" not in ctx.cache:
-        ctx.cache["warp.rgb"] = ctx.image[0].permute(1, 2, 0).cpu().numpy()
+        ctx.cache["warp.rgb"] = _image_rgb(ctx.image)
     return ctx.cache["warp.rgb"]
 
 
@@ -53,27 +82,45 @@ def object_warp(ctx: FrameContext, obj: ObjectState) -> Warp:
     current = ctx.cache["warp.small"]
     flow_key = ("warp.flow", obj.last_compute_index)
     if flow_key not in ctx.cache:
-        key_small = small_gray(obj.key_image[0].permute(1, 2, 0).cpu().numpy(), FLOW_SCALE)
+        key_small = small_gray(_image_rgb(obj.key_image), FLOW_SCALE)
         ctx.cache[flow_key] = key_small, dis_flow(current, key_small)
+        ctx.engine.flops.add("warp_flow", dis_flops(current.shape))
     key_small, flow = ctx.cache[flow_key]
-    refine = ctx.policy.values.get("refine", "guided") if ctx.policy is not None else "guided"
-    guide = None
-    if refine == "guided":
+    values = ctx.policy.values if ctx.policy is not None else {}
+    correction = Correction(values.get("refine", "guided"))
+    if correction.mode == "guided":
         if "warp.guide" not in ctx.cache:
             ctx.cache["warp.guide"] = small_gray(rgb, 1).astype(np.float32) / 255.0
-        guide = ctx.cache["warp.guide"]
-    result = warp_object(current, key_small, flow, obj.key_prob.float().cpu().numpy(), guide)
+        correction.guide = ctx.cache["warp.guide"]
+    elif correction.mode == "learned":
+        correction.corrector = _corrector(values.get("corrector", CORRECTOR.default), str(obj.key_prob.device))
+        correction.current_rgb, correction.key_rgb = rgb, _image_rgb(obj.key_image)
+    key_prob = obj.key_prob.float().cpu().numpy()
+    if correction.mode == "learned":
+        with ctx.engine.flops.count("warp_correction", ctx.image_size):
+            result = warp_object(current, key_small, flow, key_prob, correction)
+        taps = correction.corrector.kernel ** 2
+        ctx.engine.flops.add("warp_correction", 2 * taps * ctx.image_size[0] * ctx.image_size[1])
+    else:
+        result = warp_object(current, key_small, flow, key_prob, correction)
+    ctx.engine.flops.add("warp_object", warp_object_flops(ctx.image_size, current.shape, correction.mode))
     ctx.cache[("warp", obj.obj_id)] = result
     return result
 
 
 def _warp(ctx: FrameContext, obj: ObjectState, tpl_s):
-    prob = torch.from_numpy(object_warp(ctx, obj).prob).to(obj.key_prob.device)
+    warp = object_warp(ctx, obj)
+    ctx.measure(obj.obj_id, "warp_error", warp.error)
+    prob = torch.from_numpy(warp.prob).to(obj.key_prob.device)
     return prob, None
 
 
 WARP = register_path(PathKind("warp", "W", False, "the last computed probability map warped by optical flow "
                               "(no network runs)", _warp))
+
+
+def _refine_suffix(params: Mapping[str, Any]) -> str:
+    return "" if params["refine"] == "guided" else f"-{params['refine']}"
 
 
 class _WarpPolicy(Policy):
@@ -85,13 +132,15 @@ class _WarpPolicy(Policy):
         if params["refine"] not in REFINEMENTS:
             raise ConfigError(f"policy {cls.name}: --warp-refine must be one of {', '.join(REFINEMENTS)}, "
                               f"got {params['refine']!r}")
+        if params["refine"] == "learned":
+            _corrector(str(params["corrector"]), "cpu")  # a missing or wrong file fails here, naming it
 
 
 @register
 class WarpEveryKPolicy(_WarpPolicy):
     name = "warp-every-k"
     summary = "compute every k-th frame, warp the others by optical flow"
-    params = (EveryKPolicy.params[0], REFINE)
+    params = (EveryKPolicy.params[0], REFINE, CORRECTOR)
     uses_tau = False
 
     @classmethod
@@ -101,15 +150,21 @@ class WarpEveryKPolicy(_WarpPolicy):
 
     @classmethod
     def label(cls, tau: float, params: Mapping[str, Any]) -> str:
-        return f"warp-every-{params['k']}" + ("" if params["refine"] == "guided" else f"-{params['refine']}")
+        return f"warp-every-{params['k']}" + _refine_suffix(params)
 
     @classmethod
     def owns_label(cls, label: str) -> bool:
-        return re.fullmatch(r"warp-every-(k|\d+)(-none)?", label) is not None
+        return re.fullmatch(r"warp-every-(k|\d+)(-none|-learned)?", label) is not None
 
     @classmethod
     def point_label(cls, label: str) -> str:
         return "k=" + label.split("-")[2]
+
+    @classmethod
+    def curve(cls, label: str) -> str:
+        """One curve per correction: ``warp-every-k`` (guided), ``warp-every-k-none``, ``warp-every-k-learned``."""
+        variant = label.split("-")[3:]
+        return cls.name + "".join("-" + v for v in variant)
 
     def decide(self, frame: ObjectFrame) -> PathKind:
         return COMPUTE if frame.frames_since_compute >= self.values["k"] else WARP
@@ -119,15 +174,19 @@ class WarpEveryKPolicy(_WarpPolicy):
 class WarpErrorPolicy(_WarpPolicy):
     name = "warp-error"
     summary = "warp iff 1 - the warp's photometric error around the object > tau, else compute"
-    params = (REFINE,)
+    params = (REFINE, CORRECTOR)
 
     @classmethod
     def label(cls, tau: float, params: Mapping[str, Any]) -> str:
-        return "warp-error" + ("" if params["refine"] == "guided" else f"-{params['refine']}")
+        return "warp-error" + _refine_suffix(params)
 
     @classmethod
     def owns_label(cls, label: str) -> bool:
-        return label in ("warp-error", "warp-error-none")
+        return label in ("warp-error", "warp-error-none", "warp-error-learned")
+
+    @classmethod
+    def curve(cls, label: str) -> str:
+        return label  # one curve (over tau) per correction
 
     def measure(self, ctx: FrameContext, obj: ObjectState) -> Optional[float]:
         return 1.0 - object_warp(ctx, obj).error

@@ -6,9 +6,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from lib.engine.warp import (
+    Correction,
     backward_warp,
+    corrector_inputs,
     dis_flow,
     guided_filter,
     guided_radius,
@@ -16,6 +19,7 @@ from lib.engine.warp import (
     small_gray,
     warp_object,
 )
+from models.warp_corrector import WarpCorrector
 
 SIZE = (240, 320)
 
@@ -87,6 +91,31 @@ def test_an_empty_object_measures_the_whole_frame():
     result = warp_object(current_small, key_small, zero, np.zeros(SIZE, np.float32), None)
     whole = np.abs(current_small.astype(np.float32) - key_small.astype(np.float32)).mean() / 255
     assert result.prob.max() == 0 and result.error == pytest.approx(whole, rel=1e-5)
+
+
+def test_corrector_inputs_warp_the_key_frame_with_the_map():
+    key = textured_scene()
+    flow = np.zeros(SIZE + (2,), np.float32)
+    flow[..., 1] = -3  # out(y) = key(y - 3): content moves down by 3
+    image, warped, prob = corrector_inputs(textured_scene((3, 0)), key, box_mask(80, 110), flow)
+    assert image.shape == warped.shape == (3, *SIZE) and prob.shape == (1, *SIZE)
+    assert image.dtype == warped.dtype == prob.dtype == np.float32
+    np.testing.assert_allclose(warped[:, 3:], key[:-3].transpose(2, 0, 1) / 255.0, atol=1e-6)
+    np.testing.assert_allclose(warped[:, 3:], image[:, 3:], atol=1e-6)  # the warp explains the moved frame
+    np.testing.assert_array_equal(prob[0], box_mask(83, 110))
+
+
+def test_learned_correction_of_a_known_translation():
+    """The corrector at initialisation (close to the identity) keeps the warped mask where the flow moved it."""
+    key, current = textured_scene(), textured_scene((6, -10))
+    key_small, current_small = small_gray(key), small_gray(current)
+    flow = dis_flow(current_small, key_small)
+    torch.manual_seed(0)
+    correction = Correction("learned", corrector=WarpCorrector().eval(), current_rgb=current, key_rgb=key)
+    result = warp_object(current_small, key_small, flow, box_mask(80, 110), correction)
+    moved, expected = result.prob > 0.5, box_mask(86, 100) > 0.5
+    assert result.prob.dtype == np.float32 and result.prob.shape == SIZE
+    assert (moved & expected).sum() / (moved | expected).sum() > 0.9
 
 
 def test_a_flow_does_not_depend_on_earlier_flows():

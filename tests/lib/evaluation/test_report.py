@@ -175,3 +175,23 @@ def test_many_curves_get_distinct_colours():
     assert series_colours(3) == ["C0", "C1", "C2"]
     many = series_colours(12)
     assert len({tuple(c) for c in many}) == 12  # the default cycle would repeat after 10
+
+
+def test_curves_join_folders_and_split_variants():
+    """Runs of one curve from several folders (one k each) make one curve; each warp correction and sparse tile
+    rule is its own curve; two folders holding the same point of a curve are told apart by folder."""
+    from lib.evaluation.report import _series
+
+    def row(source, policy, tau=None):
+        return ReportRun(source, "dv2016val", {"policy": policy, "tau": tau})
+
+    rows = [row("a", "warp-every-2"), row("b", "warp-every-8"), row("c", "warp-every-2-learned"),
+            row("d", "warp-every-8-learned"), row("e", "warp-error", 0.9), row("f", "warp-error-learned", 0.9),
+            row("g", "sparse-gate-0.05", 0.7), row("h", "sparse-gate-learned", 0.7), row("i", "every-2"),
+            row("j", "every-3")]
+    curves = _series(rows)
+    assert {k: len(v) for k, v in curves.items()} == {
+        "warp-every-k": 2, "warp-every-k-learned": 2, "warp-error": 1, "warp-error-learned": 1,
+        "sparse-gate-0.05": 1, "sparse-gate-learned": 1, "every-k": 2}
+    clash = _series([row("x", "gate", 0.7), row("y", "gate", 0.7), row("y", "gate", 1.0)])
+    assert set(clash) == {"gate (x)", "gate (y)"}

@@ -7,11 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from base.errors import ConfigError
+from base.errors import CheckpointError, ConfigError
+from lib.engine.core import EngineConfig, InferenceEngine
 from lib.engine.paths import COMPUTE as C
 from lib.engine.paths import path_by_code
 from lib.engine.policies import ObjectFrame, PolicyConfig, policy_of_label
+from lib.engine.policies.sparse import REFERENCE, paste_tiles
 from lib.engine.policies.sparse import SPARSE as S
+from lib.evaluation.run import sequence_record, speed_and_reuse
+from lib.tools.checkpoint import save_tile_gate
+from models.tile_gate import TileGate
 from tests.lib.engine.sessions import davis_video, run_policy, seeded_networks
 
 
@@ -72,3 +77,86 @@ def test_sparse_frames_count_their_active_tiles(networks, davis_seq):
 def test_a_size_it_cannot_tile_is_a_one_line_error(networks, davis_seq):
     with pytest.raises(ConfigError, match="the sparse path needs a network size that is a multiple of 8"):
         run(networks, davis_seq, PolicyConfig("sparse-gate", -1.0), size=(60, 90))
+
+
+def test_sparse_frames_record_their_active_tile_fraction(networks, davis_seq):
+    _, stats, out = run(networks, davis_seq, PolicyConfig.of("sparse-gate", -1.0, threshold=1.0, tile=16))
+    for obj in stats.objects.values():
+        fractions = obj.measures["active_tiles"]
+        assert set(fractions) == set(obj.paths)  # every tracked frame took the sparse path
+        assert fractions[min(fractions)] == 1.0  # the first one runs dense: all tiles
+        assert all(0 <= f <= 1 for f in fractions.values())
+    record = sequence_record(stats)
+    means = speed_and_reuse([record])
+    values = [v for o in record["objects"].values() for v in o["measures"]["active_tiles"].values()]
+    assert means["active_tiles_mean"] == pytest.approx(np.mean(values)) and means["active_tiles_mean"] < 1
+
+
+def constant_gate(path, logit: float, tile: int = 16) -> str:
+    """A tile-gate file whose every decision is ``logit`` (> 0: compute every tile; < 0: none)."""
+    gate = TileGate(tile=tile)
+    with torch.no_grad():
+        for p in gate.parameters():
+            p.zero_()
+        gate.net[-1].bias.fill_(logit)
+    save_tile_gate(path, gate)
+    return str(path)
+
+
+def test_learned_selection_labels_and_files(tmp_path):
+    path = constant_gate(tmp_path / "g.pth", 1.0)
+    config = PolicyConfig.of("sparse-gate", 0.7, select="learned", tile_gate=path, tile=16)
+    assert config.label() == "sparse-gate-learned-t16" and policy_of_label("sparse-gate-learned").name == "sparse-gate"
+    with pytest.raises(ConfigError, match="trained for 16-pixel tiles; pass --sparse-tile 16"):
+        PolicyConfig.of("sparse-gate", 0.7, select="learned", tile_gate=path, tile=32)
+    with pytest.raises(CheckpointError, match="tile-gate weights not found"):
+        PolicyConfig.of("sparse-gate", 0.7, select="learned", tile_gate=str(tmp_path / "none.pth"), tile=16)
+    with pytest.raises(ConfigError, match="--sparse-select must be one of change, learned"):
+        PolicyConfig.of("sparse-gate", 0.7, select="random")
+
+
+def test_a_gate_that_computes_nothing_keeps_the_previous_output(networks, davis_seq, tmp_path):
+    engine, stats, out = run(networks, davis_seq, PolicyConfig.of(
+        "sparse-gate", -1.0, select="learned", tile_gate=constant_gate(tmp_path / "g.pth", -1.0), tile=16))
+    assert {p for o in out[1:] for p in o.paths.values()} == {S}
+    for obj in stats.objects.values():
+        fractions = [obj.measures["active_tiles"][i] for i in sorted(obj.paths)]
+        assert fractions[0] == 1.0 and set(fractions[1:]) == {0.0}  # the first runs dense (no previous maps)
+    for prev, cur in zip(out[1:], out[2:]):
+        for obj_id, logits in cur.result.logits.items():
+            assert torch.equal(logits, prev.result.logits[obj_id])
+    assert engine.flops.by_component["tile_gate"] > 0
+    _, _, every = run(networks, davis_seq, PolicyConfig.of(
+        "sparse-gate", -1.0, select="learned", tile_gate=constant_gate(tmp_path / "a.pth", 1.0), tile=16))
+    _, _, dense = run(networks, davis_seq, PolicyConfig.of("sparse-gate", -1.0, threshold=0.0, tile=16))
+    for a, b in zip(every, dense):  # every tile computed: the dense shallow stages, as the change rule at 0 here
+        np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_paste_tiles_takes_the_active_tiles_from_the_image():
+    reference = torch.zeros(1, 3, 40, 56, dtype=torch.uint8)
+    image = torch.full_like(reference, 7)
+    active = torch.zeros(3, 4, dtype=torch.bool)  # 16-px tiles; the last row and column are partial (8 px)
+    active[0, 0] = active[2, 3] = True
+    out = paste_tiles(reference, image, active, 16)
+    assert (out[..., :16, :16] == 7).all() and (out[..., 32:, 48:] == 7).all()
+    assert int((out == 7).sum()) == 3 * (16 * 16 + 8 * 8)
+
+
+def test_reused_tiles_remember_the_image_their_maps_came_from(networks, davis_seq, tmp_path):
+    """With the learned gate computing nothing, every tile keeps the maps of the object's first tracked frame
+    (run dense): its change is then measured against that frame, not the previous one."""
+    model, backbone = networks
+    engine = InferenceEngine(model, backbone, EngineConfig())
+    session = engine.new_session(PolicyConfig.of("sparse-gate", -1.0, select="learned", tile=16,
+                                                 tile_gate=constant_gate(tmp_path / "g.pth", -1.0)))
+    first = {}
+    for index in range(4):
+        new = {o: davis_seq.start_mask(o) for o in davis_seq.objects_starting_at(index)}
+        session.step(davis_seq.image(index), new or None)
+        for obj_id, obj in session.objects.items():
+            if obj.shallow_state is not None:
+                first.setdefault(obj_id, obj.shallow_image)
+    for obj_id, obj in session.objects.items():
+        assert obj.shallow_image is not first[obj_id]  # the sparse frames moved on ...
+        assert torch.equal(obj.shallow_state[REFERENCE], first[obj_id])  # ... but no tile was recomputed

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from base.errors import ConfigError
+from base.errors import CheckpointError, ConfigError
 from lib.engine.core import EngineConfig, InferenceEngine
 from lib.engine.paths import COMPUTE as C
 from lib.engine.paths import path_by_code
 from lib.engine.policies import ObjectFrame, PolicyConfig, policy_of_label
 from lib.engine.policies import warp as warp_policies
 from lib.engine.policies.warp import WARP as W
+from lib.engine.warp import FLOW_SCALE, dis_flops, warp_object_flops
+from lib.evaluation.run import sequence_record, speed_and_reuse
+from lib.tools.checkpoint import save_warp_corrector
+from models.warp_corrector import PROB_EPS, WarpCorrector
 from tests.lib.engine.sessions import counting, davis_video, run_policy, seeded_networks
 
 
@@ -30,7 +35,7 @@ def test_labels_flags_and_validation():
         assert policy_of_label(label).name == name
     assert policy_of_label("warp-every-3").point_label("warp-every-3-none") == "k=3"
     assert path_by_code("W") is W and W.reuses
-    with pytest.raises(ConfigError, match="--warp-refine must be one of guided, none"):
+    with pytest.raises(ConfigError, match="--warp-refine must be one of guided, learned, none"):
         PolicyConfig.of("warp-error", 0.9, refine="bilateral")
     with pytest.raises(ConfigError, match="--every-k >= 1"):
         PolicyConfig.of("warp-every-k", k=0)
@@ -108,3 +113,70 @@ def test_warp_needs_the_frames(networks):
     feats = engine.frame_features(engine.frame_tensor(image))
     with pytest.raises(ConfigError, match="the warp path needs the frame itself"):
         session.step_features(feats, (64, 96))
+
+
+def identity_corrector(path):
+    """A corrector file whose module returns the warped map itself (all kernel weight on the centre tap)."""
+    corrector = WarpCorrector()
+    with torch.no_grad():
+        corrector.head.bias[corrector.kernel ** 2 // 2] = 100.0
+    save_warp_corrector(path, corrector)
+    return str(path)
+
+
+def test_learned_refinement_labels_and_a_missing_or_wrong_file(tmp_path):
+    path = identity_corrector(tmp_path / "c.pth")
+    assert PolicyConfig.of("warp-every-k", k=2, refine="learned", corrector=path).label() == "warp-every-2-learned"
+    assert PolicyConfig.of("warp-error", 0.9, refine="learned", corrector=path).label() == "warp-error-learned"
+    for label, name in (("warp-every-2-learned", "warp-every-k"), ("warp-error-learned", "warp-error")):
+        assert policy_of_label(label).name == name
+    missing = tmp_path / "none.pth"
+    with pytest.raises(CheckpointError, match="warp-corrector weights not found") as err:
+        PolicyConfig.of("warp-every-k", k=2, refine="learned", corrector=str(missing))
+    assert str(missing) in str(err.value)
+    torch.save({"format": "reuse-vos", "model": {}}, tmp_path / "model.pth")
+    with pytest.raises(CheckpointError, match="not a warp-corrector file"):
+        PolicyConfig.of("warp-every-k", k=2, refine="learned", corrector=str(tmp_path / "model.pth"))
+    # the corrector is only read for --warp-refine learned
+    PolicyConfig.of("warp-every-k", k=2, refine="guided", corrector=str(missing))
+
+
+def test_learned_refinement_runs_the_corrector_on_warp_frames(networks, davis_seq, tmp_path):
+    """An identity corrector gives the uncorrected warp (clamped as the logit is), frame by frame."""
+    path = identity_corrector(tmp_path / "c.pth")
+    _, _, learned = run(networks, davis_seq, PolicyConfig.of("warp-every-k", k=3, refine="learned", corrector=path))
+    _, _, plain = run(networks, davis_seq, PolicyConfig.of("warp-every-k", k=3, refine="none"))
+    for a, b in zip(learned[1:], plain[1:]):
+        assert a.paths == b.paths
+        if set(a.paths.values()) != {W}:
+            continue
+        for obj, prob in a.result.probs.items():
+            expected = b.result.probs[obj].clamp(PROB_EPS, 1 - PROB_EPS)
+            torch.testing.assert_close(prob, expected, rtol=0, atol=1e-5)
+
+
+def test_warp_frames_count_the_flow_and_record_their_error(networks, davis_seq, tmp_path):
+    engine, stats, out = run(networks, davis_seq, PolicyConfig.of("warp-every-k", k=3))
+    warp_frames = [o.index for o in out[1:] if set(o.paths.values()) == {W}]
+    flows = engine.flops.by_component["warp_flow"]
+    small = (-(-64 // FLOW_SCALE), -(-96 // FLOW_SCALE))
+    assert flows == len(warp_frames) * dis_flops(small) > 0  # one flow per warp frame, shared by the objects
+    n_obj = len(davis_seq.object_ids)
+    assert engine.flops.by_component["warp_object"] == n_obj * len(warp_frames) * warp_object_flops(
+        (64, 96), small, "guided")
+    assert "warp_correction" not in engine.flops.by_component
+    for obj in stats.objects.values():
+        assert sorted(obj.measures["warp_error"]) == warp_frames and "cue" not in obj.measures
+    assert 0 <= speed_and_reuse([sequence_record(stats)])["warp_error_mean"] <= 1
+    learned, _, _ = run(networks, davis_seq, PolicyConfig.of("warp-every-k", k=3, refine="learned",
+                                                               corrector=identity_corrector(tmp_path / "c.pth")))
+    convs = learned.flops.by_component["warp_correction"]
+    assert convs > n_obj * len(warp_frames) * 2 * 9 * 64 * 96  # the CNN's convolutions and the per-pixel kernel
+    _, stats, _ = run(networks, davis_seq, PolicyConfig("warp-error", 0.9))
+    for obj in stats.objects.values():
+        assert set(obj.measures["cue"]) == set(obj.paths)  # the policy's confidence, on every tracked frame
+
+
+def test_flow_flops_grow_with_the_frame():
+    assert 0 < dis_flops((60, 108)) < dis_flops((120, 216)) < dis_flops((240, 432))
+    assert warp_object_flops((240, 432), (60, 108), "none") < warp_object_flops((240, 432), (60, 108), "guided")

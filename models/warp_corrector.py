@@ -1,0 +1,91 @@
+"""A learned correction of a flow-warped probability map (GSVNet's guided spatially-varying convolution).
+
+GSVNet propagates a key frame's segmentation to a later frame with optical flow and corrects the warped map
+with a light network conditioned on the current frame: a small CNN predicts, per pixel, the weights of a
+k x k kernel (normalised by a softmax) that is applied to the warped map at that pixel. Where the flow is
+right the kernel stays a delta; where an edge is off by a pixel or two the kernel pulls the map from where the
+current frame's edge says it should be. :class:`WarpCorrector` is that module for one object's map, plus a
+bounded additive logit for what no re-sampling can fix (disoccluded background, appearing object parts).
+
+The kernel-predicting CNN runs at 1/``scale`` of the map's size on the current frame, the photometric residual
+of the warp (current frame - warped key frame: large where the flow is wrong) and the warped map; its output is
+upsampled bilinearly and applied at full size, so the cost is a small fraction of one backbone layer.
+At initialisation the module is close to the identity (a centred kernel, no additive logit): training starts
+from the uncorrected warp.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PROB_EPS = 1e-3  # warped probabilities are clamped to [eps, 1 - eps] before the logit (|logit| <= 6.9)
+CENTRE_BIAS = 4.0  # initial softmax logit of the kernel's centre tap (weight ~0.87 with a 3x3 kernel)
+
+
+def prob_to_logit(prob: Tensor) -> Tensor:
+    """Probabilities -> logits, clamped to [PROB_EPS, 1 - PROB_EPS] first."""
+    p = prob.clamp(PROB_EPS, 1.0 - PROB_EPS)
+    return torch.log(p) - torch.log1p(-p)
+
+
+class WarpCorrector(nn.Module):
+    """Guided spatially-varying correction of one object's warped probability map.
+
+    Args:
+        width: channels of the kernel-predicting CNN.
+        kernel: side k of the per-pixel kernel (odd).
+        dilation: spacing of the kernel's taps in pixels of the map.
+        scale: the CNN runs at 1/scale of the map's size.
+        max_residual: bound of the additive logit (tanh-scaled).
+
+    Shapes: ``forward(image (B, 3, H, W), warped_image (B, 3, H, W), warped_prob (B, 1, H, W))`` ->
+    logits (B, 1, H, W); images in [0, 1] (RGB), probabilities in [0, 1]; any H, W >= 1.
+    """
+
+    def __init__(self, width: int = 24, kernel: int = 3, dilation: int = 2, scale: int = 4,
+                 max_residual: float = 8.0):
+        super().__init__()
+        if kernel % 2 != 1 or kernel < 1:
+            raise ValueError(f"kernel must be odd and >= 1, got {kernel}")
+        self.width, self.kernel, self.dilation, self.scale = width, kernel, dilation, scale
+        self.max_residual = float(max_residual)
+        taps = kernel * kernel
+        self.features = nn.Sequential(
+            nn.Conv2d(7, width, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=4, dilation=4), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
+        )
+        self.head = nn.Conv2d(width, taps + 1, 1)
+        nn.init.zeros_(self.head.weight)
+        with torch.no_grad():
+            self.head.bias.zero_()
+            self.head.bias[taps // 2] = CENTRE_BIAS
+
+    def config(self) -> Dict[str, float]:
+        """The constructor's arguments (saved with the weights)."""
+        return {"width": self.width, "kernel": self.kernel, "dilation": self.dilation, "scale": self.scale,
+                "max_residual": self.max_residual}
+
+    def forward(self, image: Tensor, warped_image: Tensor, warped_prob: Tensor) -> Tensor:
+        b, _, h, w = warped_prob.shape
+        x = torch.cat([image - 0.5, image - warped_image, warped_prob - 0.5], dim=1)
+        small = (max(1, math.ceil(h / self.scale)), max(1, math.ceil(w / self.scale)))
+        if self.scale > 1:
+            x = F.adaptive_avg_pool2d(x, small)
+        out = self.head(self.features(x))
+        if self.scale > 1:
+            out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+        taps = self.kernel * self.kernel
+        weights = torch.softmax(out[:, :taps], dim=1)  # (B, k*k, H, W)
+        residual = self.max_residual * torch.tanh(out[:, taps:] / self.max_residual)
+        logit = prob_to_logit(warped_prob)
+        pad = self.dilation * (self.kernel // 2)
+        patches = F.unfold(F.pad(logit, (pad, pad, pad, pad), mode="replicate"), self.kernel,
+                           dilation=self.dilation).view(b, taps, h, w)
+        return (weights * patches).sum(dim=1, keepdim=True) + residual

@@ -1,0 +1,64 @@
+"""The warp corrector: shapes at any size, close to the identity at initialisation, a per-pixel kernel that
+really re-samples the warped map, gradients to every parameter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.warp_corrector import CENTRE_BIAS, WarpCorrector, prob_to_logit
+
+
+def inputs(h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    prob = torch.zeros(2, 1, h, w)
+    prob[:, :, h // 4: 3 * h // 4, w // 3: 2 * w // 3] = 1
+    return torch.rand(2, 3, h, w, generator=g), torch.rand(2, 3, h, w, generator=g), prob
+
+
+@pytest.mark.parametrize("size", [(37, 53), (64, 96), (5, 3)])
+def test_any_size_gives_logits_of_the_map_size(size):
+    out = WarpCorrector()(*inputs(*size))
+    assert out.shape == (2, 1, *size) and torch.isfinite(out).all()
+
+
+def test_at_initialisation_it_keeps_the_warped_mask():
+    corrector = WarpCorrector()
+    image, warped, prob = inputs(48, 64)
+    logits = corrector(image, warped, prob)
+    assert torch.equal(logits > 0, prob > 0.5)
+    flat = torch.full((1, 1, 20, 30), 0.8)  # a constant map: any normalised kernel returns it
+    torch.testing.assert_close(corrector(torch.rand(1, 3, 20, 30), torch.rand(1, 3, 20, 30), flat),
+                               prob_to_logit(flat), rtol=1e-5, atol=1e-5)
+    assert corrector.head.bias[corrector.kernel ** 2 // 2] == CENTRE_BIAS
+
+
+def test_a_kernel_on_one_tap_shifts_the_map_by_the_dilation():
+    corrector = WarpCorrector(kernel=3, dilation=2)
+    with torch.no_grad():
+        corrector.head.bias.zero_()
+        corrector.head.bias[5] = 50.0  # tap (row 1, column 2): out(y, x) = logit(y, x + 2)
+    image, warped, prob = inputs(32, 40)
+    logit = prob_to_logit(prob)
+    out = corrector(image, warped, prob)
+    torch.testing.assert_close(out[..., :-2], logit[..., 2:], rtol=1e-4, atol=1e-4)
+
+
+def test_the_additive_logit_is_bounded_and_every_parameter_learns():
+    corrector = WarpCorrector(max_residual=3.0)
+    with torch.no_grad():
+        corrector.head.bias[-1] = 1e6
+    image, warped, prob = inputs(24, 24)
+    out = corrector(image, warped, prob)
+    assert (out - corrector(image, warped, prob)).abs().max() == 0
+    assert (out <= prob_to_logit(prob).max() + 3.0 + 1e-4).all()
+    corrector = WarpCorrector()
+    with torch.no_grad():
+        corrector.head.weight.normal_(0, 0.1)
+    corrector(image, warped, prob).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in corrector.parameters())
+
+
+def test_bad_kernel_is_refused():
+    with pytest.raises(ValueError, match="odd"):
+        WarpCorrector(kernel=4)
