@@ -56,7 +56,6 @@ from base.io import atomic_write_json
 from lib.engine.core import EngineConfig, InferenceEngine, ObjectState
 from lib.engine.policies import PolicyConfig
 from lib.engine.session import InferenceSession
-from lib.engine.warp import FLOW_SCALE, dis_flops, warp_object_flops
 from lib.tools.cli import add_backbone_flags, add_device_flag, apply_threads, resolve_device, run_cli
 from lib.tools.flops import measure, path_flops
 from models.backbone import FeatureExtractor
@@ -261,6 +260,18 @@ class Scene:
         return session.step(self.frame1).labels
 
 
+def engine_counted(engine: InferenceEngine, run: Callable[[], object]) -> int:
+    """FLOPs the engine's meter counts for ``run()`` (switched on for the call: the timing engine counts none)."""
+    meter = engine.flops
+    enabled, before = meter.enabled, meter.total
+    meter.enabled = True
+    try:
+        run()
+    finally:
+        meter.enabled = enabled
+    return meter.total - before
+
+
 def build_scene(ftext: str, size: Tuple[int, int], device: torch.device, seed: int,
                 channels_last: bool, several: bool = True) -> Scene:
     """Random-init networks (seeded), synthetic frames, and the object initialised on frame 0."""
@@ -398,13 +409,10 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
                                   ("frame_sparse_learned", frame1, learned_start)):
             sparse_jobs[key] = ((lambda session, image=image: session.step(image).labels), start.clone)
             sparse_flops[key] = measure(lambda image=image, start=start: start.clone().step(image)) * GIGA
-    # The warp's flow, warps and filters are OpenCV's: counted from their operations (lib.engine.warp); the
-    # learned correction's convolutions by torch's counter.
-    small = (-(-height // FLOW_SCALE), -(-width // FLOW_SCALE))
-    warp_flops = {"frame_warp": (dis_flops(small) + warp_object_flops(size_hw, small, "guided")) * GIGA,
-                  "frame_warp_learned": (dis_flops(small) + warp_object_flops(size_hw, small, "learned")
-                                         + 2 * 9 * height * width) * GIGA
-                  + measure(lambda: scene.session("warp_learned").step(frame1)) * GIGA}
+    # The warp frames as the engine's own meter counts them in evaluations: the flow, warps and filters from
+    # their operations (OpenCV runs them outside torch), the learned correction's convolutions by torch.
+    warp_flops = {key: engine_counted(engine, lambda path=path: scene.session(path).step(frame1)) * GIGA
+                  for key, path in (("frame_warp", "warp"), ("frame_warp_learned", "warp_learned"))}
 
     jobs: Dict[str, Job] = {
         "backbone_stride8": (inference(lambda: backbone.forward_f8(image1)), None),

@@ -73,7 +73,8 @@ def build_optimizer(model: GFRTM, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), amsgrad=True)
 
 
-def _seed_worker(worker_id: int) -> None:
+def seed_worker(worker_id: int) -> None:
+    """A data-loader worker seeds numpy and random from its torch seed (each worker draws differently)."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -180,7 +181,7 @@ class Trainer:
                                      seed=cfg.seed, drop_last=False)
         generator = torch.Generator().manual_seed(rank_seed(cfg.seed, self.ctx))
         loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                            pin_memory=self.device.type == "cuda", worker_init_fn=_seed_worker, generator=generator,
+                            pin_memory=self.device.type == "cuda", worker_init_fn=seed_worker, generator=generator,
                             drop_last=False)
         return dataset, sampler, loader
 

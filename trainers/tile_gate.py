@@ -40,9 +40,9 @@ from dataset.registry import resolve_root
 from dataset.sequence import VideoSequence
 from lib.engine.core import EngineConfig, InferenceEngine
 from lib.engine.policies import PolicyConfig
-from lib.engine.sparse import check_size, tile_features, tile_grid
+from lib.engine.sparse import check_size, tile_features, tile_means
 from lib.tools.checkpoint import load_inference_model, load_tile_gate, save_tile_gate
-from models.tile_gate import TileGate, gumbel_sigmoid
+from models.tile_gate import NUM_FEATURES, TileGate, gumbel_sigmoid
 from trainers.checkpointing import resume_module, to_cpu
 from trainers.config import TileGateTrainConfig
 
@@ -54,13 +54,8 @@ DATA_VERSION = 2
 def tile_bce(logits: Tensor, target: Tensor, tile: int) -> Tensor:
     """Mean per-pixel binary cross-entropy of ``logits`` (1, 1, H, W) against ``target`` (H, W) in each tile:
     (1, 1, rows, cols)."""
-    h, w = logits.shape[-2:]
-    rows, cols = tile_grid((h, w), tile)
-    pad = (0, cols * tile - w, 0, rows * tile - h)
     bce = F.binary_cross_entropy_with_logits(logits.float(), target.float()[None, None], reduction="none")
-    total = F.avg_pool2d(F.pad(bce, pad), tile, divisor_override=1)
-    count = F.avg_pool2d(F.pad(torch.ones_like(bce), pad), tile, divisor_override=1)
-    return total / count
+    return tile_means(bce, tile)
 
 
 def collect_sequence(engine: InferenceEngine, seq: VideoSequence, tile: int,
@@ -111,7 +106,8 @@ def collect(engine: InferenceEngine, sequences: List[VideoSequence], tile: int, 
         for key, values in collect_sequence(engine, seq, tile).items():
             parts[key].extend(values)
     if not parts["features"]:
-        data = {"features": torch.zeros(0, 5, 1, 1), "dense": torch.zeros(0, 1, 1, 1), "reuse": torch.zeros(0, 1, 1, 1)}
+        data = {"features": torch.zeros(0, NUM_FEATURES, 1, 1), "dense": torch.zeros(0, 1, 1, 1),
+                "reuse": torch.zeros(0, 1, 1, 1)}
     else:
         data = {k: torch.stack(v) for k, v in parts.items()}
     data["meta"] = meta

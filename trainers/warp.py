@@ -17,7 +17,6 @@ epoch's weights are also written alone to ``runs/<name>/warp_corrector.pth`` (``
 
 from __future__ import annotations
 
-import random
 import sys
 import time
 from pathlib import Path
@@ -36,18 +35,19 @@ from dataset.sequence import VideoSequence
 from dataset.training import resize_sample_frame
 from lib.engine.warp import (
     FLOW_SCALE,
-    GUIDED_EPS,
     corrector_inputs,
     dis_flow,
-    guided_filter,
-    guided_radius,
+    guide_image,
+    guided_correction,
     resize_flow,
     small_gray,
 )
+from lib.evaluation.metrics import region_similarity
 from lib.tools.checkpoint import load_warp_corrector, save_warp_corrector
 from models.warp_corrector import WarpCorrector
 from trainers.checkpointing import resume_module, to_cpu
 from trainers.config import WarpTrainConfig
+from trainers.loop import seed_worker
 
 VALIDATION_STRIDE = 4
 VALIDATION_SIGMA = 1.0
@@ -170,12 +170,6 @@ def validation_pairs(store: FrameStore, max_distance: int) -> List[Tuple[int, in
     return pairs
 
 
-def _iou(prob: np.ndarray, target: np.ndarray) -> float:
-    pred, gt = prob > 0.5, target > 0.5
-    union = np.logical_or(pred, gt).sum()
-    return 1.0 if union == 0 else float(np.logical_and(pred, gt).sum() / union)
-
-
 @torch.no_grad()
 def validate(corrector: WarpCorrector, store: FrameStore, pairs: Sequence[Tuple[int, int, int, int]],
              device: torch.device) -> Dict[str, float]:
@@ -187,13 +181,12 @@ def validate(corrector: WarpCorrector, store: FrameStore, pairs: Sequence[Tuple[
         sample = pair_tensors(store, seq, key, frame, obj, lambda m: blur_mask(m, VALIDATION_SIGMA))
         target = sample["target"][0].numpy()
         warped = sample["warped_prob"][0].numpy()
-        gray = cv2.cvtColor(store.frame(seq, frame)[0], cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-        guided = np.clip(guided_filter(gray, warped, guided_radius(warped.shape), GUIDED_EPS), 0, 1)
+        guided = guided_correction(warped, guide_image(store.frame(seq, frame)[0]))
         logits = corrector(*(sample[k][None].to(device) for k in ("image", "warped_image", "warped_prob")))
         learned = torch.sigmoid(logits)[0, 0].float().cpu().numpy()
         distance = frame - key
         for refine, prob in zip(REFINEMENTS, (warped, guided, learned)):
-            j = _iou(prob, target)
+            j = region_similarity(prob > 0.5, target > 0.5)
             sums.setdefault(f"J_{refine}", []).append(j)
             sums.setdefault(f"J_{refine}_d{distance}", []).append(j)
     corrector.train(was_training)
@@ -209,12 +202,6 @@ def corrector_loss(logits: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Te
     union = (prob + target - prob * target).flatten(1).sum(1)
     soft_iou = ((inter + 1.0) / (union + 1.0)).mean()
     return bce + (1.0 - soft_iou), {"bce": float(bce.detach()), "soft_iou": float(soft_iou.detach())}
-
-
-def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 class WarpTrainer:
@@ -287,7 +274,7 @@ class WarpTrainer:
         cfg = self.config
         generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.workers,
-                            worker_init_fn=_seed_worker, generator=generator, drop_last=False,
+                            worker_init_fn=seed_worker, generator=generator, drop_last=False,
                             persistent_workers=False)
         n_iters = len(loader) if cfg.max_iters_per_epoch is None else min(len(loader), cfg.max_iters_per_epoch)
         self.corrector.train()

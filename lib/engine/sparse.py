@@ -62,6 +62,16 @@ def tile_grid(image_size: Sequence[int], tile: int) -> Tuple[int, int]:
     return tuple(-(-int(s) // tile) for s in image_size)  # type: ignore[return-value]
 
 
+def tile_means(x: Tensor, tile: int) -> Tensor:
+    """Per-tile means of ``x`` (N, C, H, W) over the tiles of ``tile`` pixels (the last ones may be partial:
+    their mean is over the pixels they hold): (N, C, rows, cols)."""
+    rows, cols = tile_grid(x.shape[-2:], tile)
+    pad = (0, cols * tile - x.shape[-1], 0, rows * tile - x.shape[-2])
+    total = F.avg_pool2d(F.pad(x, pad), tile, divisor_override=1)
+    count = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), pad), tile, divisor_override=1)
+    return total / count
+
+
 def change_tiles(image: Tensor, previous: Tensor, previous_prob: Tensor, tile: int, threshold: float) -> Tensor:
     """Active tiles (rows, cols) bool: the mean absolute grey-level change from the previous frame exceeds
     ``threshold`` (grey levels in [0, 1]), or the previous mask's boundary (p = 0.5) passes through the tile.
@@ -71,12 +81,10 @@ def change_tiles(image: Tensor, previous: Tensor, previous_prob: Tensor, tile: i
     diff = (image.float() - previous.float()).abs().mean(dim=1, keepdim=True) / 255.0  # (1, 1, H, W)
     rows, cols = tile_grid(image.shape[-2:], tile)
     pad = (0, cols * tile - image.shape[-1], 0, rows * tile - image.shape[-2])
-    total = F.avg_pool2d(F.pad(diff, pad), tile, divisor_override=1)
-    count = F.avg_pool2d(F.pad(torch.ones_like(diff), pad), tile, divisor_override=1)
     fg = (previous_prob > 0.5).float()[None, None]
     has_fg = F.max_pool2d(F.pad(fg, pad), tile)
     has_bg = F.max_pool2d(F.pad(1 - fg, pad, value=0.0), tile)
-    return ((total / count > threshold) | ((has_fg > 0) & (has_bg > 0)))[0, 0]
+    return ((tile_means(diff, tile) > threshold) | ((has_fg > 0) & (has_bg > 0)))[0, 0]
 
 
 TILE_FEATURES = ("change_mean", "change_max", "uncertain", "foreground", "near_object")
@@ -92,14 +100,7 @@ def tile_features(image: Tensor, previous: Tensor, previous_prob: Tensor, tile: 
     ``image``, ``previous``: (1, 3, H, W) uint8 frames.
     """
     diff = (image.float() - previous.float()).abs().mean(dim=1, keepdim=True) / 255.0  # (1, 1, H, W)
-    h, w = image.shape[-2:]
-    rows, cols = tile_grid((h, w), tile)
-    pad = (0, cols * tile - w, 0, rows * tile - h)
-    count = F.avg_pool2d(F.pad(torch.ones_like(diff), pad), tile, divisor_override=1)
-
-    def mean(x):
-        return F.avg_pool2d(F.pad(x, pad), tile, divisor_override=1) / count
-
+    rows, cols = tile_grid(image.shape[-2:], tile)
     block = F.avg_pool2d(diff, 8, ceil_mode=True)
     block_pad = (0, cols * (tile // 8) - block.shape[-1], 0, rows * (tile // 8) - block.shape[-2])
     change_max = F.max_pool2d(F.pad(block, block_pad), tile // 8)
@@ -107,7 +108,7 @@ def tile_features(image: Tensor, previous: Tensor, previous_prob: Tensor, tile: 
     fg = (p > 0.5).float()
     b = tile // 8  # the tile in 8x8 blocks: "near" is measured on the block grid (cheap)
     near = F.max_pool2d(F.max_pool2d(fg, 8, ceil_mode=True), 2 * b + 1, stride=1, padding=b)
-    return torch.cat([mean(diff), change_max, mean(4 * p * (1 - p)), mean(fg),
+    return torch.cat([tile_means(diff, tile), change_max, tile_means(4 * p * (1 - p), tile), tile_means(fg, tile),
                       F.avg_pool2d(F.pad(near, block_pad), b)], dim=1)
 
 

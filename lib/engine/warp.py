@@ -188,18 +188,25 @@ class Correction:
     key_rgb: Optional[np.ndarray] = None
 
 
+def guide_image(rgb: np.ndarray) -> np.ndarray:
+    """The guided filter's guide: an (H, W, 3) uint8 RGB frame as (H, W) float32 grey in [0, 1]."""
+    return small_gray(rgb, 1).astype(np.float32) / 255.0
+
+
+def guided_correction(prob: np.ndarray, guide: np.ndarray) -> np.ndarray:
+    """The ``guided`` correction of a warped (H, W) map: the guided filter with the current frame's grey
+    ``guide`` (H, W) in [0, 1] at the map's radius, clipped to [0, 1]."""
+    return np.clip(guided_filter(guide, prob, guided_radius(prob.shape), GUIDED_EPS), 0.0, 1.0)
+
+
 def warp_object(current_small: np.ndarray, key_small: np.ndarray, flow_small: np.ndarray, key_prob: np.ndarray,
-                correction: Correction | np.ndarray | None = None) -> Warp:
+                correction: Optional[Correction] = None) -> Warp:
     """Warp ``key_prob`` (H, W) to the current frame with the low-resolution flow (from :func:`dis_flow`).
 
-    ``correction``: how to correct the warped map (a grey (H, W) array: the guided filter with that guide;
-    None: no correction).
+    ``correction``: how to correct the warped map (None: no correction).
     """
     size = key_prob.shape
-    if correction is None:
-        correction = Correction()
-    elif isinstance(correction, np.ndarray):
-        correction = Correction("guided", guide=correction)
+    correction = correction or Correction()
     flow = resize_flow(flow_small, size)
     if correction.mode == "learned":
         prob = learned_correction(correction.corrector, correction.current_rgb, correction.key_rgb,
@@ -207,7 +214,7 @@ def warp_object(current_small: np.ndarray, key_small: np.ndarray, flow_small: np
     else:
         prob = backward_warp(key_prob, flow)
         if correction.mode == "guided":
-            prob = np.clip(guided_filter(correction.guide, prob, guided_radius(size), GUIDED_EPS), 0.0, 1.0)
+            prob = guided_correction(prob, correction.guide)
     warped_key = backward_warp(key_small.astype(np.float32), flow_small)
     diff = np.abs(current_small.astype(np.float32) - warped_key) / 255.0
     h, w = current_small.shape

@@ -31,7 +31,7 @@ from dataset.sequence import VideoSequence
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    from vos_benchmark.evaluator import Evaluator
+    from vos_benchmark.evaluator import Evaluator, get_iou
 
 METRIC_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 
@@ -45,6 +45,13 @@ class ObjectScore:
     frames: Tuple[str, ...]
     j: np.ndarray
     f: np.ndarray
+
+
+def region_similarity(pred: np.ndarray, gt: np.ndarray) -> float:
+    """J alone (IoU, 1 when both are empty, vos-benchmark's rule) of one binary (H, W) prediction against one
+    binary ground truth; no boundary F (cheaper than :func:`frame_scores`)."""
+    pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
+    return float(get_iou(np.logical_and(pred, gt).sum(), pred.sum() + gt.sum()))
 
 
 def frame_scores(pred: np.ndarray, gt: np.ndarray) -> Tuple[float, float]:

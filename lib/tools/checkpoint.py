@@ -526,11 +526,7 @@ def _load_module(path: PathLike, kind: str, cls: type, hint: str) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{kind} weights not found ({hint})", path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"cannot read the {kind} file ({err.__class__.__name__}); corrupt, truncated or not "
-                              "a torch file", path) from None
+    obj, _ = _torch_load(path, trust=False)
     if not isinstance(obj, Mapping) or obj.get("format") != PROJECT_FORMAT or obj.get("kind") != kind:
         found = obj.get("kind", "a G-FRTM model file?") if isinstance(obj, Mapping) else "something else"
         raise CheckpointError(f"not a {kind} file (it is {found})", path)
@@ -569,6 +565,14 @@ def load_tile_gate(path: PathLike) -> TileGate:
     """The :class:`TileGate` of a file written by :func:`save_tile_gate` (``train.py --stage tile-gate``)."""
     return _load_module(path, TILE_GATE_KIND, TileGate,
                         "train it with train.py --stage tile-gate, or pass --tile-gate PATH")
+
+
+@functools.lru_cache(maxsize=8)
+def cached_module(kind: str, path: str, device: str) -> Any:
+    """The ``kind`` (warp corrector or tile gate) module of file ``path`` on ``device``, read once per process
+    (the policies that use one ask for it per frame)."""
+    load = {WARP_CORRECTOR_KIND: load_warp_corrector, TILE_GATE_KIND: load_tile_gate}[kind]
+    return load(path).to(device)
 
 
 def convert(src: PathLike, dst: PathLike, trust: bool = False) -> CheckpointInfo:

@@ -13,7 +13,6 @@ with this path in place of the translate path: sparse iff P_gate > tau, else com
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -31,6 +30,7 @@ from lib.engine.sparse import (
     tile_features,
     tile_grid,
 )
+from lib.tools.checkpoint import TILE_GATE_KIND, cached_module
 
 if TYPE_CHECKING:  # pragma: no cover
     from lib.engine.core import FrameContext, ObjectState
@@ -64,17 +64,10 @@ def paste_tiles(reference: torch.Tensor, image: torch.Tensor, active: torch.Tens
     return torch.where(mask, image, reference)
 
 
-@lru_cache(maxsize=4)
-def _tile_gate(path: str, device: str) -> torch.nn.Module:
-    from lib.tools.checkpoint import load_tile_gate
-
-    return load_tile_gate(path).to(device)
-
-
 def learned_tiles(ctx: FrameContext, obj: ObjectState, tile: int, path: str, reference: torch.Tensor) -> torch.Tensor:
     """The tile gate's decisions (rows, cols) bool: compute iff its logit > 0 (SpVOS's argmax). ``reference``:
     (1, 3, H, W) uint8, per tile the image its maps were computed from."""
-    gate = _tile_gate(path, str(ctx.image.device))
+    gate = cached_module(TILE_GATE_KIND, path, str(ctx.image.device))
     features = tile_features(ctx.image, reference, obj.prev_prob, tile)
     with torch.inference_mode(), ctx.engine.flops.count("tile_gate", ctx.image_size, tile):
         return gate(features)[0, 0] > 0
@@ -142,7 +135,7 @@ class SparseGatePolicy(Policy):
             raise ConfigError(f"policy sparse-gate: --sparse-select must be one of {', '.join(SELECTIONS)}, got "
                               f"{params['select']!r}")
         if params["select"] == "learned":
-            gate = _tile_gate(str(params["tile_gate"]), "cpu")  # a missing or wrong file fails here, naming it
+            gate = cached_module(TILE_GATE_KIND, str(params["tile_gate"]), "cpu")  # a bad file fails here
             if gate.tile != params["tile"]:
                 raise ConfigError(f"{params['tile_gate']}: the tile gate was trained for {gate.tile}-pixel tiles; "
                                   f"pass --sparse-tile {gate.tile}")

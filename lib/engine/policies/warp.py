@@ -12,7 +12,6 @@ the gate, and the target model learns only on computed frames.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
@@ -31,10 +30,12 @@ from lib.engine.warp import (
     Warp,
     dis_flops,
     dis_flow,
+    guide_image,
     small_gray,
     warp_object,
     warp_object_flops,
 )
+from lib.tools.checkpoint import WARP_CORRECTOR_KIND, cached_module
 
 if TYPE_CHECKING:  # pragma: no cover
     from lib.engine.core import FrameContext, ObjectState
@@ -46,13 +47,6 @@ REFINE = Param("refine", "--warp-refine", str, "guided",
 CORRECTOR = Param("corrector", "--warp-corrector", str, str(SHIPPED_CORRECTOR),
                   "weights of --warp-refine learned (train.py --stage warp-corrector; default: the shipped "
                   "weights/warp_corrector_dv2016_cpu.pth)", "PATH")
-
-
-@lru_cache(maxsize=4)
-def _corrector(path: str, device: str) -> torch.nn.Module:
-    from lib.tools.checkpoint import load_warp_corrector
-
-    return load_warp_corrector(path).to(device)
 
 
 def _image_rgb(image: torch.Tensor) -> np.ndarray:
@@ -82,19 +76,21 @@ def object_warp(ctx: FrameContext, obj: ObjectState) -> Warp:
     current = ctx.cache["warp.small"]
     flow_key = ("warp.flow", obj.last_compute_index)
     if flow_key not in ctx.cache:
-        key_small = small_gray(_image_rgb(obj.key_image), FLOW_SCALE)
-        ctx.cache[flow_key] = key_small, dis_flow(current, key_small)
+        key_rgb = _image_rgb(obj.key_image)
+        key_small = small_gray(key_rgb, FLOW_SCALE)
+        ctx.cache[flow_key] = key_rgb, key_small, dis_flow(current, key_small)
         ctx.engine.flops.add("warp_flow", dis_flops(current.shape))
-    key_small, flow = ctx.cache[flow_key]
+    key_rgb, key_small, flow = ctx.cache[flow_key]
     values = ctx.policy.values if ctx.policy is not None else {}
     correction = Correction(values.get("refine", "guided"))
     if correction.mode == "guided":
         if "warp.guide" not in ctx.cache:
-            ctx.cache["warp.guide"] = small_gray(rgb, 1).astype(np.float32) / 255.0
+            ctx.cache["warp.guide"] = guide_image(rgb)
         correction.guide = ctx.cache["warp.guide"]
     elif correction.mode == "learned":
-        correction.corrector = _corrector(values.get("corrector", CORRECTOR.default), str(obj.key_prob.device))
-        correction.current_rgb, correction.key_rgb = rgb, _image_rgb(obj.key_image)
+        correction.corrector = cached_module(WARP_CORRECTOR_KIND, values.get("corrector", CORRECTOR.default),
+                                             str(obj.key_prob.device))
+        correction.current_rgb, correction.key_rgb = rgb, key_rgb
     key_prob = obj.key_prob.float().cpu().numpy()
     if correction.mode == "learned":
         with ctx.engine.flops.count("warp_correction", ctx.image_size):
@@ -133,7 +129,7 @@ class _WarpPolicy(Policy):
             raise ConfigError(f"policy {cls.name}: --warp-refine must be one of {', '.join(REFINEMENTS)}, "
                               f"got {params['refine']!r}")
         if params["refine"] == "learned":
-            _corrector(str(params["corrector"]), "cpu")  # a missing or wrong file fails here, naming it
+            cached_module(WARP_CORRECTOR_KIND, str(params["corrector"]), "cpu")  # a bad file fails here
 
 
 @register

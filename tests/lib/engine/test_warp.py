@@ -13,6 +13,7 @@ from lib.engine.warp import (
     backward_warp,
     corrector_inputs,
     dis_flow,
+    guide_image,
     guided_filter,
     guided_radius,
     resize_flow,
@@ -45,7 +46,7 @@ def test_a_known_translation_moves_the_mask_by_it(shift, refine):
     key, current = textured_scene(), textured_scene(shift)
     key_small, current_small = small_gray(key), small_gray(current)
     flow = dis_flow(current_small, key_small)
-    guide = small_gray(current, 1).astype(np.float32) / 255 if refine else None
+    guide = Correction("guided", guide=guide_image(current)) if refine else None
     result = warp_object(current_small, key_small, flow, box_mask(80, 110), guide)
     moved = result.prob > 0.5
     expected = box_mask(80 + shift[0], 110 + shift[1]) > 0.5

@@ -13,7 +13,14 @@ from base.io import write_index_png
 from dataset.davis import DAVISDataset
 from dataset.registry import open_eval_dataset
 from dataset.sequence import VideoSequence
-from lib.evaluation.metrics import frame_scores, score_prediction_folder, score_sequence, statistics, summarize
+from lib.evaluation.metrics import (
+    frame_scores,
+    region_similarity,
+    score_prediction_folder,
+    score_sequence,
+    statistics,
+    summarize,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLE = ROOT / "data/samples/davis2016-sample"
@@ -52,6 +59,8 @@ def test_frame_scores_edge_cases():
     half = a.copy()
     half[20:30] = 0
     assert frame_scores(half, a)[0] == pytest.approx(0.5)
+    for pred, gt in ((a, a), (empty, empty), (a, b), (empty, a), (half, a)):  # J alone: the same J
+        assert region_similarity(pred, gt) == frame_scores(pred, gt)[0]
 
 
 def test_statistics_hand_computed():
