@@ -112,7 +112,8 @@ test-fast: $(STAMP)
 # The numerically sensitive tests again under other CPUs' kernels (tests/numerics.py): PyTorch's AVX2 kernels and
 # oneDNN limited to AVX2 (what an AVX2-only machine runs), then PyTorch's scalar kernels, oneDNN SSE4.1 and oneDNN
 # off, 1 thread. Every float32 bound must hold on all of them.
-NUMERIC_TESTS = tests/models tests/lib/engine tests/equivalence tests/trainers/test_losses.py tests/trainers/test_recurrent.py
+NUMERIC_TESTS = tests/models tests/lib/engine tests/equivalence tests/trainers/test_losses.py tests/trainers/test_recurrent.py \
+	tests/test_seeded_backbone.py
 test-kernels: $(STAMP)
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -q $(NUMERIC_TESTS)
 	ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 REUSE_VOS_TEST_MKLDNN=0 OMP_NUM_THREADS=1 \

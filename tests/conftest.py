@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from pathlib import Path
@@ -11,7 +10,8 @@ from typing import Callable, Dict
 import pytest
 import torch
 
-from models.backbone import FEATURE_CHANNELS
+from models.backbone import FEATURE_CHANNELS, FeatureExtractor
+from tests.seeded_backbone import content_sha256, fixture_backbone_state
 
 # Emulating another machine's kernels (every numeric bound must hold on all of them):
 #   ATEN_CPU_CAPABILITY=default|avx2|avx512  PyTorch's own CPU kernels (read by torch itself)
@@ -26,31 +26,27 @@ if os.environ.get("REUSE_VOS_TEST_MKLDNN", "1") == "0":
 OFFICIAL_FIXTURE_DIR = Path(os.environ.get("OFFICIAL_FIXTURE_DIR", Path(__file__).parent / "fixtures" / "official"))
 
 
-def content_sha256(state: Dict[str, torch.Tensor]) -> str:
-    """The fixtures' content hash of a state dict: for each key in sorted order, the key then the raw tensor bytes."""
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(state[key].contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def backbone_mismatch_reason(meta: Dict, ftext: str = "resnet18") -> str:
-    """Skip message for a test that needs the fixture's seeded random backbone, which this process did not draw."""
+def fixture_backbone(meta: Dict, ftext: str = "resnet18", folders=()) -> FeatureExtractor:
+    """The frozen backbone with the fixture's exact seeded random weights (``__meta__``: ``backbone_seed``,
+    ``backbone_content_sha256``, optionally ``ftext``), on every CPU (tests/seeded_backbone.py). Fails, never
+    skips, when they cannot be rebuilt."""
     ftext = meta.get("ftext", ftext)
-    return (f"the fixture's backbone (torch.manual_seed({meta['backbone_seed']}) + torchvision {ftext}, "
-            f"content hash {meta['backbone_content_sha256'][:12]}...) differs from the one this process draws under "
-            "that seed: the random draw depends on the torch build and on the CPU kernels (ATEN_CPU_CAPABILITY)")
+    state = fixture_backbone_state(ftext, meta["backbone_seed"], meta["backbone_content_sha256"],
+                                   [*folders, OFFICIAL_FIXTURE_DIR])
+    extractor = FeatureExtractor(ftext, state)
+    assert content_sha256(extractor.resnet.state_dict()) == meta["backbone_content_sha256"]
+    return extractor
 
 
 @pytest.fixture(scope="session")
 def load_official() -> Callable[[str], Dict]:
-    """Function reading one file of the official fixture (``inputs.pt``, ...); skips the test if it is absent."""
+    """Function reading one file of the official fixture (``inputs.pt``, ...); fails the test if it is absent
+    (the fixtures are part of the project)."""
 
     def load(name: str) -> Dict:
         path = OFFICIAL_FIXTURE_DIR / name
         if not path.is_file():
-            pytest.skip(f"official fixture file {path} not found (set OFFICIAL_FIXTURE_DIR)")
+            pytest.fail(f"official fixture file {path} not found (set OFFICIAL_FIXTURE_DIR)")
         return torch.load(path, map_location="cpu", weights_only=True)
 
     return load
@@ -58,10 +54,10 @@ def load_official() -> Callable[[str], Dict]:
 
 @pytest.fixture(scope="session")
 def official_checkpoint() -> Path:
-    """The fixture's official-format checkpoint (``official_rn18_seed*.pth``); skips the test if absent."""
+    """The fixture's official-format checkpoint (``official_rn18_seed*.pth``); fails the test if absent."""
     files = sorted(OFFICIAL_FIXTURE_DIR.glob("official_rn18_seed*.pth"))
     if not files:
-        pytest.skip(f"no official_rn18_seed*.pth checkpoint in {OFFICIAL_FIXTURE_DIR}")
+        pytest.fail(f"no official_rn18_seed*.pth checkpoint in {OFFICIAL_FIXTURE_DIR}")
     return files[0]
 
 

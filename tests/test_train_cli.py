@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ import train as train_cli
 from dataset.training import prepare_synthetic_davis
 from lib.tools.checkpoint import build_model_from_checkpoint
 from tests.cli import call
-from tests.numerics import gamma
+from tests.numerics import BF16_ROUNDINGS_LOSS, BF16_UNIT, gamma, gamma_probabilistic
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--size", "64", "112", "--synthetic-size", "64", "112"]
@@ -145,13 +146,21 @@ def test_resume_after_a_kill_mid_epoch(reference, synthetic_root, tmp_path, monk
 
 @pytest.mark.slow
 def test_official_quirks_bf16_without_cache(synthetic_root, tmp_path):
-    proc = train(tmp_path, *run_args(synthetic_root, name="quirks", epochs=1), "--official-quirks", "--amp", "bf16",
-                 "--tmcache-mode", "off", "--m2", "0.1", "--max-iters-per-epoch", "1")
+    """--amp bf16 through the CLI, against the same run in float32: the epoch's loss within the bf16 bound of
+    tests/trainers/test_recurrent.py (where a no-op autocast is caught by the activations' dtype)."""
+    args = [*run_args(synthetic_root, name="quirks", epochs=1), "--official-quirks", "--tmcache-mode", "off",
+            "--m2", "0.1", "--max-iters-per-epoch", "1"]
+    proc = train(tmp_path, *args, "--amp", "bf16")
     config = json.loads((tmp_path / "runs/quirks/checkpoints/config.json").read_text())
     assert config["official_quirks"] and config["sampling"] == "official" and config["amp"] == "bf16"
     assert not (tmp_path / "runs/quirks/tmcache").exists()
     assert "target-model cache hits 0/2" in proc.stdout
     build_model_from_checkpoint(tmp_path / "runs/quirks/checkpoints/quirks_ep0001.pth")
+    (tmp_path / "f32").mkdir()
+    reference = train(tmp_path / "f32", *args)
+    loss16, loss32 = (float(re.search(r"epoch 1/1: loss ([0-9.]+)", p.stdout).group(1)) for p in (proc, reference))
+    # + 1e-4: the printed losses' 4 decimals
+    assert abs(loss16 - loss32) <= gamma_probabilistic(BF16_ROUNDINGS_LOSS, BF16_UNIT) * loss32 + 1e-4
 
 
 @pytest.mark.parametrize("args, message", [

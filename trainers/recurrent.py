@@ -154,7 +154,8 @@ class RecurrentTrainingModel(nn.Module):
             trace: if given, receives one dict of detached tensors for the first frame (``template``,
                 ``label8``, ``prev_score``, ``tm_score``, ``prevX``) and one per tracked frame (``gate_logits``,
                 ``gate_prob``, ``gate``, ``prev_score``, ``delta``, ``trans_score``, ``tm_score``,
-                ``final_score``, ``carried_score``, ``logits``, ``prevX`` (carried to the next frame),
+                ``final_score``, ``carried_score``, ``logits``, ``curr_x`` (the deep refined feature computed on this
+                frame), ``prevX`` (carried to the next frame),
                 ``iou_target``, ``loss_seg``, ``loss_diff``, ``loss_gate``, ``loss``), named as in the official
                 training fixture, for equivalence tests and debugging.
 
@@ -247,7 +248,8 @@ class RecurrentTrainingModel(nn.Module):
             if trace is not None:
                 frame = {"gate_logits": gate_logits, "gate_prob": probs, "gate": hard, "prev_score": prev_score,
                          "delta": delta, "trans_score": translated, "tm_score": score, "final_score": final,
-                         "carried_score": mixed, "logits": logits, "prevX": prev_x, "iou_target": iou,
+                         "carried_score": mixed, "logits": logits, "curr_x": curr_x, "prevX": prev_x,
+                         "iou_target": iou,
                          "loss_seg": seg, "loss_diff": dlt, "loss_gate": gate_term if gate_term is not None else zero,
                          "loss": frame_loss}
                 trace.append({k: v.detach() for k, v in frame.items()})

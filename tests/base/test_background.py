@@ -26,7 +26,10 @@ def test_prefetch_reads_ahead_in_another_thread():
 
     it = prefetch(items(), depth=2)
     assert next(it) == 0
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while len(produced) < 4 and time.monotonic() < deadline:  # however loaded the machine
+        time.sleep(0.01)
+    time.sleep(0.1)  # a producer that did not block would go on now
     assert produced == [0, 1, 2, 3]  # one taken, two waiting in the queue, one blocked on the full queue
     assert list(it) == [1, 2, 3, 4] and set(threads) == {"prefetch"}
     produced.clear()
@@ -53,11 +56,13 @@ def test_leaving_early_stops_the_producer():
             produced.append(i)
             yield i
 
-    for item in prefetch(items(), depth=2):
+    it = prefetch(items(), depth=2)
+    for item in it:
         if item == 3:
             break
-    time.sleep(0.2)
-    assert len(produced) <= 3 + 2 + 2
+    it.close()  # what leaving the loop does once the iterator is dropped
+    assert not [t for t in threading.enumerate() if t.name == "prefetch" and t.is_alive()]  # joined, not left behind
+    assert len(produced) <= 4 + 2 + 1  # taken, queued, held by the stopped producer: final, the thread has exited
 
 
 @pytest.mark.parametrize("threaded", [True, False])

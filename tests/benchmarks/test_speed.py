@@ -45,7 +45,8 @@ def test_json_structure(run):
                                      "frame_sparse_learned", "frame_compute_amortised"}
     # the still frame recomputes only the mask-boundary tiles, the moving one every tile
     assert 0 < result["frames"]["frame_sparse_still"]["gflops"] < result["frames"]["frame_sparse_moving"]["gflops"]
-    assert result["first_frame"]["median_ms"] > result["frames"]["frame_compute"]["median_ms"]  # init costs more
+    first = result["first_frame"]  # one sample each: structure only, no comparison of single wall times
+    assert first["label"].startswith("first frame") and 0 < first["min_ms"] <= first["median_ms"] <= first["max_ms"]
     assert list(result["objects"]) == ["1", "2", "4"] and result["objects"]["1"]["vs_one_object"] == 1.0
     for n, row in result["objects"].items():
         assert row["target"] == pytest.approx(1 + 0.35 * (int(n) - 1)) and row["median_ms"] > 0

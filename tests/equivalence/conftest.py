@@ -1,4 +1,4 @@
-"""The official fixture's files, read once per test session (``load_official`` skips when they are absent)."""
+"""The official fixture's files, read once per test session (``load_official`` fails when they are absent)."""
 
 from __future__ import annotations
 

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from lib.tools.checkpoint import build_model_from_checkpoint
-from models.backbone import FeatureExtractor
 from models.gfrtm import GFRTM, nearest_resize
 from models.refiner import resize
-from tests.conftest import backbone_mismatch_reason, content_sha256
+from models.target_model import OnlineTargetModel, TargetModel, TargetModelConfig
+from tests.conftest import fixture_backbone
 from tests.numerics import check as check_bound
 
 ATOL_SCALE = 1e-5
@@ -91,19 +91,18 @@ def test_matching_gate_delta(model, inputs, outputs):
     RESULTS.append(("gate_hard (exact)", (hard - outputs["gate_hard"]).abs().max().item(), 1.0, 0.0))
     assert torch.equal(hard, outputs["gate_hard"])
     check("delta", delta, outputs["delta"])
-    check("score_reuse", inputs["prev_score"] + outputs["delta"], outputs["score_reuse"])
 
 
 def test_target_model_scores_from_stored_weights(inputs, outputs):
-    """The target model is someone else's module; its apply (1x1 project, 3x3 filter, no bias) is
-    written here with F.conv2d directly to check the stored weights against the stored scores."""
-
-    def apply(layer4: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(layer4, inputs["tm_project"]), inputs["tm_filter"], padding=1)
-
-    check("score0 (tm on feat0.layer4)", apply(inputs["feat0.layer4"]), inputs["score0"])
-    check("score1 (tm on feat1.layer4)", apply(inputs["feat1.layer4"]), inputs["score1"])
-    check("tm_score1", apply(inputs["feat1.layer4"]), outputs["tm_score1"])
+    """The project's target model (:class:`models.target_model.TargetModel`, and the online learner's apply)
+    with the stored official weights gives the stored scores."""
+    model = TargetModel(inputs["tm_project"].shape[1], inputs["tm_project"].shape[0])
+    model.load_state_dict({"project.weight": inputs["tm_project"], "filter.weight": inputs["tm_filter"]})
+    online = OnlineTargetModel(model, TargetModelConfig.eval_fast())
+    with torch.no_grad():
+        check("score0 (tm on feat0.layer4)", model(inputs["feat0.layer4"]), inputs["score0"])
+        check("score1 (tm on feat1.layer4)", model(inputs["feat1.layer4"]), inputs["score1"])
+    check("tm_score1 (OnlineTargetModel.apply)", online.apply(inputs["feat1.layer4"]), outputs["tm_score1"])
 
 
 def test_deep_stages_and_translator(model, inputs, outputs):
@@ -166,11 +165,9 @@ def test_chained_modules_match_tracker_logits(model, inputs, outputs, image_size
 
 
 def test_backbone_rebuilt_from_seed(inputs):
-    meta = inputs["__meta__"]
-    torch.manual_seed(meta["backbone_seed"])
-    extractor = FeatureExtractor(meta["ftext"], "none")
-    if content_sha256(extractor.resnet.state_dict()) != meta["backbone_content_sha256"]:
-        pytest.skip(backbone_mismatch_reason(meta))
+    """The project's backbone (:class:`models.backbone.FeatureExtractor`: fused normalisation, the four stages)
+    with the fixture's seeded random weights, rebuilt on every CPU, gives the stored official features."""
+    extractor = fixture_backbone(inputs["__meta__"])
     with torch.no_grad():
         for frame in (0, 1):
             feats = extractor(inputs[f"image{frame}"].unsqueeze(0))

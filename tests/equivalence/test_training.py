@@ -7,7 +7,7 @@ the official behaviours and the tolerances measured between runs of the official
 
 Setup as the README's "Recommended test": the checkpoint named by ``__meta__['ckpt_file']`` (beside
 ``train_step.pt``, else in the inference fixture's folder) with the gate override (``gate_weight``,
-``gate_bias``), train mode; the seeded random backbone (the test skips when this process draws another one);
+``gate_bias``), train mode; the seeded random backbone, rebuilt bit for bit on every CPU (tests/seeded_backbone.py);
 the stored first-frame target models through the target-model cache (the official cache-hit path); the
 epoch from the fixture. Sizes, frame lists and batch come from the stored tensors and ``__meta__``, so the
 same test runs on another fixture made the same way.
@@ -29,7 +29,7 @@ import torch
 from lib.tools.checkpoint import build_model_from_checkpoint
 from models.backbone import FeatureExtractor
 from models.target_model import TargetModelConfig
-from tests.conftest import OFFICIAL_FIXTURE_DIR, backbone_mismatch_reason, content_sha256
+from tests.conftest import OFFICIAL_FIXTURE_DIR, fixture_backbone
 from tests.numerics import U32, check, gamma
 from trainers.recurrent import RecurrentOptions, RecurrentTrainingModel
 from trainers.target_models import FirstFrameTargetModels
@@ -56,7 +56,7 @@ LOSSES = ("loss_seg", "loss_diff", "loss_gate", "loss")
 def step() -> Dict:
     path = FIXTURE_DIR / "train_step.pt"
     if not path.is_file():
-        pytest.skip(f"official training fixture {path} not found (set OFFICIAL_TRAIN_FIXTURE_DIR)")
+        pytest.fail(f"official training fixture {path} not found (set OFFICIAL_TRAIN_FIXTURE_DIR)")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -64,19 +64,13 @@ def _checkpoint(meta: Dict) -> Path:
     for folder in (FIXTURE_DIR, OFFICIAL_FIXTURE_DIR):
         if (folder / meta["ckpt_file"]).is_file():
             return folder / meta["ckpt_file"]
-    pytest.skip(f"checkpoint {meta['ckpt_file']} found neither in {FIXTURE_DIR} nor in {OFFICIAL_FIXTURE_DIR}")
+    pytest.fail(f"checkpoint {meta['ckpt_file']} found neither in {FIXTURE_DIR} nor in {OFFICIAL_FIXTURE_DIR}")
 
 
 @pytest.fixture(scope="module")
 def backbone(step) -> FeatureExtractor:
     meta = step["__meta__"]
-    ftext = meta["model_params"].get("feature_extractor", "resnet18")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(meta["backbone_seed"])
-        extractor = FeatureExtractor(ftext, "none")
-    if content_sha256(extractor.resnet.state_dict()) != meta["backbone_content_sha256"]:
-        pytest.skip(backbone_mismatch_reason(meta, ftext))
-    return extractor
+    return fixture_backbone(meta, meta["model_params"].get("feature_extractor", "resnet18"), [FIXTURE_DIR])
 
 
 def run_step(step: Dict, backbone: FeatureExtractor, tmp_path: Path, **options) -> tuple:
@@ -200,46 +194,69 @@ def test_batchnorm_buffers_after_the_step(step, official_run):
 
 def test_reuse_rate_is_a_rate(step, official_run):
     """The official ``stats/reuseR`` is the mean of a cumulative count (README behaviour 13); ours is the
-    fraction of reuse decisions over the processed object-frames."""
-    _, out, trace = official_run
-    gates = _frames(trace, "gate")
-    assert float(out["reuse_rate"]) == pytest.approx(gates.mean().item(), abs=0)
-    cumulative = gates.cumsum(0).mean().item()  # the official statistic, per frame then averaged
-    assert cumulative == pytest.approx(step["__meta__"]["official_stats"]["stats/reuseR"])
-    assert 0 <= float(out["reuse_rate"]) <= 1
+    fraction of reuse decisions over the processed object-frames: with the official decisions (B x N of them,
+    test_gates_and_prev_label_are_the_official) it is their count over B x N, computed here from the fixture."""
+    _, out, _ = official_run
+    official = step["frame.gate"][..., 0]
+    assert float(out["reuse_rate"]) == pytest.approx(float(official.sum()) / official.numel(), abs=1e-7)
 
 
 def test_paper_mode_differs_only_where_documented(step, backbone, official_run, tmp_path):
     """The default (paper) mode with the margin schedule off (m1 = 0): the gates, scores and losses are the
-    official ones (the paper's gate loss (p - IoU)^2 equals the official two-channel form without margin);
-    the only difference is the carried deep refined feature ``prevX``, which the paper mode updates as
+    official ones (the paper's gate loss (p - IoU)^2 equals the official two-channel form without margin, up to
+    rounding); the only difference is the carried deep refined feature ``prevX``, which the paper mode updates as
     inference does (the last computed frame's), so the outputs agree up to the first full-path frame and
-    may differ after it."""
+    differ after it, as an independent recomputation from the modules predicts."""
     _, _, official = official_run
-    _, _, paper = run_step(step, backbone, tmp_path, m1=0.0)
+    model, _, paper = run_step(step, backbone, tmp_path, m1=0.0)
+    # computed by the same operations in the same order in both modes (none reads prevX): bit for bit
     for key in ("gate", "gate_logits", "gate_prob", "prev_score", "delta", "trans_score", "tm_score",
-                "final_score", "carried_score", "iou_target", "loss_diff"):
+                "final_score", "carried_score", "curr_x", "iou_target", "loss_diff"):
         assert torch.equal(_frames(paper, key), _frames(official, key)), key
     # the gate loss in two float32 forms: (p - iou)^2 averaged over B, and the official average over B x 2
     # channels whose second gap (1 - p) - (1 - iou) carries 3 roundings of size <= 1 (|gap| <= 1): the squares
     # differ by <= 2 * 3u + (3u)^2 absolute, the means add gamma(4) relative
     ours, ref = _frames(paper, "loss_gate"), _frames(official, "loss_gate")
+    gate_bound = 7 * U32 + gamma(4) * ref.abs().max().item()
     check("training step: paper vs official gate loss without margin (max abs diff)",
-          (ours - ref).abs().max().item(), 7 * U32 + gamma(4) * ref.abs().max().item())
-    gates = _frames(official, "gate")
-    # first processed frame: same prevX in, so everything equal
-    for key in ("logits", "loss_seg", "loss"):
+          (ours - ref).abs().max().item(), gate_bound)
+    # first processed frame: the same prevX in, so the same logits and segmentation loss; the frame's total
+    # loss seg + delta + gate differs by the gate losses' difference plus the two additions' roundings
+    for key in ("logits", "loss_seg"):
         assert torch.equal(paper[1][key], official[1][key]), key
-    # prevX carried: paper = curr_x on full-path frames, prev on reuse; official the inverse (behaviour 7)
+    loss = official[1]["loss"].abs().item()
+    check("training step: paper vs official first-frame loss (max abs diff)",
+          (paper[1]["loss"] - official[1]["loss"]).abs().item(), gate_bound + 2 * U32 * 2 * loss)
+
+    # prevX after each frame, from the rule alone: paper stores the frame's curr_x where the gate computes
+    # (gate 0) and keeps the last one on reuse; the official code (behaviour 7) does the inverse
+    gates = _frames(official, "gate")
+    expected = {"paper": paper[0]["prevX"].clone(), "official": official[0]["prevX"].clone()}
+    before = []  # the paper prevX that frame t read
     for t in range(1, len(paper)):
+        before.append(expected["paper"].clone())
         for b in range(gates.shape[1]):
-            prev_paper = paper[t - 1]["prevX"][b]
-            prev_official = official[t - 1]["prevX"][b]
-            if gates[t - 1, b] > 0.5:  # reuse: paper keeps its previous prevX, official stores curr_x
-                assert torch.equal(paper[t]["prevX"][b], prev_paper)
-            else:  # full path: official keeps its previous prevX, paper stores curr_x
-                assert torch.equal(official[t]["prevX"][b], prev_official)
-    full_first = (gates == 0).any(1).nonzero()
-    if len(full_first):  # after a full-path frame the carried features differ, so the outputs do
-        t = int(full_first[0]) + 1
-        assert not torch.equal(paper[t]["prevX"], official[t]["prevX"])
+            store = {"paper": gates[t - 1, b] < 0.5, "official": gates[t - 1, b] > 0.5}
+            for mode, trace in (("paper", paper), ("official", official)):
+                if store[mode]:
+                    expected[mode][b] = trace[t]["curr_x"][b]
+        assert torch.equal(paper[t]["prevX"], expected["paper"]), f"paper prevX after frame {t}"
+        assert torch.equal(official[t]["prevX"], expected["official"]), f"official prevX after frame {t}"
+    computed = (gates < 0.5).nonzero()
+    assert len(computed) and not torch.equal(paper[-1]["prevX"], official[-1]["prevX"])
+
+    # the logits of every frame after the first computed one, recomputed from the modules with the prevX the
+    # rule gives: reuse elements translate it, computed elements refine their own curr_x (same operations, same
+    # order as the trainer: bit for bit)
+    images = step["images"].transpose(0, 1).contiguous()
+    first = int(computed[:, 0].min()) + 1  # the first frame index t whose input prevX holds a computed feature
+    with torch.no_grad():
+        for t in range(first + 1, len(paper)):
+            feats = backbone(images[:, t])
+            gate = gates[t - 1].view(-1, 1, 1, 1) > 0.5
+            x = torch.where(gate, model.translate(before[t - 1], paper[t]["delta"]), paper[t]["curr_x"])
+            logits = model.shallow(x, paper[t]["final_score"], feats["layer3"], feats["layer2"],
+                                   tuple(images.shape[-2:]))
+            assert torch.equal(paper[t]["logits"], logits), f"paper logits of frame {t}"
+            if (gate.flatten() & (gates[:t - 1] < 0.5).any(0)).any():  # a reuse after a computed frame
+                assert not torch.equal(paper[t]["logits"], official[t]["logits"]), t

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from models.backbone import FEATURE_CHANNELS
-from models.refiner import LAYERS, SegmentationNetwork, Upsampler, channel_taps, resize, sum_shifted_taps
-from tests.numerics import EPS32, check, gamma
+from models.refiner import (
+    LAYERS,
+    SegmentationNetwork,
+    Upsampler,
+    bicubic_up2,
+    channel_taps,
+    resize,
+    sum_shifted_taps,
+)
+from tests.numerics import U32, check, gamma
 
 HEIGHT, WIDTH = 64, 112
 
@@ -77,16 +87,17 @@ def test_split_api_shapes_and_full_path(refiner, random_features, feature_grid):
 
 def test_shared_features_equal_per_object_runs(refiner, random_features, feature_grid):
     """Features of one frame (batch 1) shared by two objects' scores give the per-object results."""
-    feats = random_features(batch=1, height=HEIGHT, width=WIDTH)
-    scores = _score(2, feature_grid(HEIGHT, WIDTH)["layer4"])
+    # In float64: a batch of 2 and two batches of 1 run the same network, which a kernel may block (and so sum)
+    # differently, so they agree to float64 rounding, far below any sharing mistake (a feature paired with the
+    # wrong score, a broadcast over the wrong axis).
+    net = copy.deepcopy(refiner).double()
+    feats = {k: v.double() for k, v in random_features(batch=1, height=HEIGHT, width=WIDTH).items()}
+    scores = _score(2, feature_grid(HEIGHT, WIDTH)["layer4"]).double()
     with torch.no_grad():
-        shared = refiner(scores, feats, (HEIGHT, WIDTH))
-        separate = torch.cat([refiner(scores[i:i + 1], feats, (HEIGHT, WIDTH)) for i in range(2)])
-    # The same float32 network on a batch of 2 vs two batches of 1: a kernel may block (and so sum) a batch
-    # differently. Measured worst case over 7 kernel settings (tests/numerics.py; native AVX2, oneDNN off,
-    # ATEN default + oneDNN SSE41, 1 and 2 threads): 5.1e-7 rel-to-max (4.3 eps, SSE41); bound 4x that.
-    check("refiner: 2 objects sharing the features vs each alone (rel-to-max)",
-          ((shared - separate).abs().max() / separate.abs().max()).item(), 18 * EPS32)
+        shared = net(scores, feats, (HEIGHT, WIDTH))
+        separate = torch.cat([net(scores[i:i + 1], feats, (HEIGHT, WIDTH)) for i in range(2)])
+    check("refiner float64: 2 objects sharing the features vs each alone (rel-to-max)",
+          ((shared - separate).abs().max() / separate.abs().max()).item(), 1e-12)
 
 
 def test_precomputed_reductions_give_the_same_logits(refiner, random_features, feature_grid):
@@ -122,8 +133,7 @@ def test_resize_skips_same_size_and_is_bilinear():
     x = torch.arange(12.0).view(1, 1, 3, 4)
     assert resize(x, (3, 4)) is x
     up = resize(x, (6, 8))
-    torch.testing.assert_close(up, torch.nn.functional.interpolate(x, (6, 8), mode="bilinear",
-                                                                   align_corners=False))
+    assert torch.equal(up, torch.nn.functional.interpolate(x, (6, 8), mode="bilinear", align_corners=False))
 
 
 def test_sum_shifted_taps_by_hand():
@@ -169,9 +179,45 @@ def test_upsampler_equals_the_architecture_order(image_size):
         assert (g - gp).abs().max() <= 1e-12 * gp.abs().max()
     up32, x32 = up.float(), x.detach().float()
     with torch.no_grad():
-        error = (up32(x32, image_size).double() - plain).abs().max() / scale
-    # float32 vs float64 through two convolutions (576 and 32 x 9 products), two bicubic steps and a bilinear
-    # resize: a chain of roundings with no single-sum bound. Measured worst case over 7 kernel settings
-    # (tests/numerics.py): 1.07e-6 rel-to-max (9.0 eps; (29, 51), ATEN avx2 + oneDNN SSE41, 1 thread; the former
-    # bound 1e-6 held on AVX-512 only); bound 4x that. A wrong tap, shift or border moves it by >= 1e-3.
-    check(f"upsampler float32 vs float64 {image_size} (rel-to-max)", error.item(), 36 * EPS32)
+        error = (up32(x32, image_size).double() - plain).abs()
+    bound = upsampler_float32_bound(up, x.detach(), image_size) + 1e-12 * scale  # + the float64 reference's own
+    check(f"upsampler float32 vs float64 {image_size} (error / running bound)", (error / bound).max().item(), 1.0)
+
+
+def upsampler_float32_bound(up: Upsampler, x: torch.Tensor, image_size) -> torch.Tensor:
+    """Elementwise bound on |Upsampler.forward in float32 - the exact value| (a running error bound, Higham 3.5
+    step by step, evaluated in float64 with absolute weights): x rounded to float32 (u |x|); the bicubic 2x steps
+    (two 5-tap passes: gamma(10) |K| |y|); conv1 (9 x 64 products, the bias, the weights' float32 rounding:
+    gamma(9 x 64 + 2)); the ReLU (1-Lipschitz); the 32-channel tap sums (gamma(33)); the bicubic step; the
+    bilinear resize (4 products, 3 sums: gamma(7), plus each weight off by <= 3 u n + u per axis,
+    tests/numerics.bilinear_weight_bound, on <= 2 taps per axis, times the channel's largest input); the shifted
+    sum of 9 planes and the bias (gamma(10)). Each step also carries the previous error through |its operator|."""
+    import models.refiner as refiner_module
+
+    taps = refiner_module.BICUBIC_TAPS
+
+    def bicubic_abs(v):
+        try:
+            refiner_module.BICUBIC_TAPS = tuple(tuple(abs(t) for t in phase) for phase in taps)
+            return bicubic_up2(v)
+        finally:
+            refiner_module.BICUBIC_TAPS = taps
+
+    w1, b1 = up.conv1.weight.detach().double().abs(), up.conv1.bias.detach().double().abs()
+    w2, b2 = up.conv2.weight.detach().double().abs(), up.conv2.bias.detach().double().abs()
+    m = x.double().abs()
+    e = U32 * m
+    m = bicubic_abs(m)
+    e = bicubic_abs(e) + gamma(10) * m
+    m = F.conv2d(m, w1, b1, padding=1)
+    e = F.conv2d(e, w1, padding=1) + gamma(9 * w1.shape[1] + 2) * m
+    m, e = channel_taps(m, w2), channel_taps(e, w2) + gamma(w2.shape[1] + 1) * channel_taps(m, w2)
+    m = bicubic_abs(m)
+    e = bicubic_abs(e) + gamma(10) * m
+    h, w = m.shape[-2:]
+    weight_error = 2 * (3 * U32 * h + U32) + 2 * (3 * U32 * w + U32)
+    largest = m.amax(dim=(-2, -1), keepdim=True)
+    m = resize(m, image_size)
+    e = resize(e, image_size) + gamma(7) * m + weight_error * largest
+    m = sum_shifted_taps(m, b2)
+    return sum_shifted_taps(e) + gamma(10) * m

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.numerics import gamma
+from tests.equivalence.test_training import zero_gradient_names
+from tests.numerics import BF16_ROUNDINGS_GRAD, BF16_ROUNDINGS_LOSS, BF16_UNIT, gamma, gamma_probabilistic
 from trainers.losses import mask_iou
 from trainers.recurrent import parse_meta, select, update_prev_x
 
@@ -110,8 +111,28 @@ def test_batch_one_and_learned_modules_in_train_mode(make_recurrent, box_labels,
     assert not torch.equal(before, bn.running_mean)  # batch statistics were used and tracked
 
 
-def test_bf16_autocast_runs(make_recurrent, box_labels, sample_metas):
-    net = make_recurrent(amp="bf16")
-    out = net(_images(2, 3), box_labels(2, [BOX_A, BOX_B, BOX_B]), sample_metas(2), epoch=1)
-    out["loss"].backward()
-    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+
+
+def test_bf16_autocast_against_float32(make_recurrent, box_labels, sample_metas):
+    runs = {}
+    for amp in (None, "bf16"):  # the float32 run fills the target-model cache; the bf16 run reads the same models
+        net = make_recurrent(amp=amp)
+        _force_gate(net, False)  # the same path in both
+        dtypes = set()
+        for module in net.model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.register_forward_hook(lambda m, i, o, seen=dtypes: seen.add(o.dtype))
+        out = net(_images(2, 3), box_labels(2, [BOX_A, BOX_B, BOX_B]), sample_metas(2), epoch=1)
+        out["loss"].backward()
+        assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+        grads = {n: p.grad.double() for n, p in net.model.named_parameters()
+                 if p.grad is not None and n not in zero_gradient_names([n])}
+        runs[amp] = out, grads, dtypes
+    (out32, grads32, dtypes32), (out16, grads16, dtypes16) = runs[None], runs["bf16"]
+    assert int(out16["cache_hits"]) == 2  # the same target models
+    assert dtypes32 == {torch.float32} and torch.bfloat16 in dtypes16
+    loss32, loss16 = float(out32["loss"].detach()), float(out16["loss"].detach())
+    assert abs(loss16 - loss32) <= gamma_probabilistic(BF16_ROUNDINGS_LOSS, BF16_UNIT) * abs(loss32)
+    g32 = torch.cat([grads32[n].flatten() for n in grads32])
+    g16 = torch.cat([grads16[n].flatten() for n in grads32])
+    assert (g16 - g32).norm() <= gamma_probabilistic(BF16_ROUNDINGS_GRAD, BF16_UNIT) * g32.norm()

@@ -21,6 +21,7 @@ from lib.engine.warp import (
     warp_object,
 )
 from models.warp_corrector import WarpCorrector
+from tests.numerics import U32, gamma
 
 SIZE = (240, 320)
 
@@ -67,17 +68,29 @@ def test_backward_warp_of_an_exact_flow_and_flow_resizing():
     np.testing.assert_array_equal(backward_warp(array, flow)[:, 14:], array[:, 15:16].repeat(2, 1))  # border
     big = resize_flow(flow, (24, 64))
     assert big.shape == (24, 64, 2)
-    np.testing.assert_allclose(big[..., 0], 8.0)
-    np.testing.assert_allclose(big[..., 1], 0.0)
+    # a constant resized bilinearly: 4 float32 weights summing to 1 up to their roundings, 4 products, 3 sums
+    # (gamma(8) relative), then the exact scaling by 4
+    np.testing.assert_allclose(big[..., 0], 8.0, rtol=gamma(8), atol=0)
+    np.testing.assert_array_equal(big[..., 1], 0.0)
 
 
 def test_guided_filter_keeps_what_follows_the_guide_and_smooths_the_rest():
     guide = np.zeros((64, 64), np.float32)
     guide[:, 32:] = 1.0
-    # a map that is the guide itself (edges aligned) comes back nearly unchanged
-    np.testing.assert_allclose(guided_filter(guide, guide.copy(), 4, 1e-4), guide, atol=1e-2)
-    # a constant map stays constant
-    np.testing.assert_allclose(guided_filter(guide, np.full_like(guide, 0.3), 4, 1e-2), 0.3, atol=1e-5)
+    # float32 box filters (OpenCV's running row and column sums): each mean within gamma(n) of exact, n <= the
+    # image's width + height + 2 windows' sides
+    n = 64 + 64 + 2 * 9 + 1
+    # a map that is the guide itself (edges aligned) comes back nearly unchanged: where a window holds both
+    # values, its fit's slope is var / (var + eps) with var >= (N - 1) / N^2 (one pixel of N = 81 differs), so
+    # the fit leaves at most eps / (var + eps) of the step out; in a window of one value the rounding of a
+    # multiplies I - mean(I), itself rounding: the box means' own gamma(n) each in the output's two terms remain
+    windows = 9 * 9
+    leak = 1e-4 / ((windows - 1) / windows ** 2 + 1e-4)
+    np.testing.assert_allclose(guided_filter(guide, guide.copy(), 4, 1e-4), guide, rtol=0, atol=leak + 3 * gamma(n))
+    # a constant map c stays constant: the covariance is rounding, |cov| <= 3 gamma(n) c, the slope
+    # |a| <= |cov| / eps, and the output moves by <= 2 max|a| + 3 gamma(n) c = gamma(n) c (6 / eps + 3)
+    np.testing.assert_allclose(guided_filter(guide, np.full_like(guide, 0.3), 4, 1e-2), 0.3, rtol=0,
+                               atol=0.3 * (6 / 1e-2 + 3) * gamma(n))
     # on a flat guide, a step that the guide does not have is blurred
     flat = np.full_like(guide, 0.5)
     out = guided_filter(flat, guide.copy(), 4, 1e-2)
@@ -91,7 +104,9 @@ def test_an_empty_object_measures_the_whole_frame():
     zero = np.zeros(SIZE + (2,), np.float32)[::4, ::4]
     result = warp_object(current_small, key_small, zero, np.zeros(SIZE, np.float32), None)
     whole = np.abs(current_small.astype(np.float32) - key_small.astype(np.float32)).mean() / 255
-    assert result.prob.max() == 0 and result.error == pytest.approx(whole, rel=1e-5)
+    # two float32 means of the same n >= 0 terms in different orders (Higham 3.1)
+    n = current_small.size
+    assert result.prob.max() == 0 and result.error == pytest.approx(whole, rel=2 * gamma(n + 1))
 
 
 def test_corrector_inputs_warp_the_key_frame_with_the_map():
@@ -101,8 +116,9 @@ def test_corrector_inputs_warp_the_key_frame_with_the_map():
     image, warped, prob = corrector_inputs(textured_scene((3, 0)), key, box_mask(80, 110), flow)
     assert image.shape == warped.shape == (3, *SIZE) and prob.shape == (1, *SIZE)
     assert image.dtype == warped.dtype == prob.dtype == np.float32
-    np.testing.assert_allclose(warped[:, 3:], key[:-3].transpose(2, 0, 1) / 255.0, atol=1e-6)
-    np.testing.assert_allclose(warped[:, 3:], image[:, 3:], atol=1e-6)  # the warp explains the moved frame
+    # an integer shift copies the values; scaling to [0, 1] in float32 rounds once or twice (x / 255 or x * (1/255))
+    np.testing.assert_allclose(warped[:, 3:], key[:-3].transpose(2, 0, 1) / 255.0, rtol=0, atol=2 * U32)
+    np.testing.assert_allclose(warped[:, 3:], image[:, 3:], rtol=0, atol=2 * U32)  # the warp explains the moved frame
     np.testing.assert_array_equal(prob[0], box_mask(83, 110))
 
 
