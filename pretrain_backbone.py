@@ -13,6 +13,7 @@ and give a validation IoU. The ResNet is written as a torchvision-format state d
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -38,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between resumable state files")
     p.add_argument("--val-every", type=int, default=200, help="steps between held-out IoU passes")
+    p.add_argument("--source", choices=("davis", "duts", "mixed"), default="davis",
+                   help="training images: DAVIS train frames (default), a saliency set's images (DUTS-TR), or "
+                        "both with DAVIS objects pasted onto saliency images (--paste)")
+    p.add_argument("--saliency-root", default=None, metavar="DIR",
+                   help="saliency set (DUTS) for --source duts/mixed and the DUTS-TE validation "
+                        "(default: $SALIENCY_ROOT when --source needs it)")
+    p.add_argument("--paste", type=float, default=0.5, help="--source mixed: probability of a pasted DAVIS object")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     return p
 
@@ -51,7 +59,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = PretrainConfig(out=args.out, davis_root=args.davis_root, holdout=read_holdout(args.holdout),
                             ftext=args.ftext, size=tuple(args.size), batch_size=args.batch_size, steps=args.steps,
                             lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                            val_every=args.val_every)
+                            val_every=args.val_every, source=args.source, paste=args.paste,
+                            saliency_root=args.saliency_root or (os.environ.get("SALIENCY_ROOT")
+                                                                 if args.source != "davis" else None))
     run(config)
     return 0
 

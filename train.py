@@ -74,7 +74,8 @@ STAGE_DEFAULTS = {
 }
 # Flags of one stage only: giving them to another is an error.
 STAGE_ONLY = {
-    "gfrtm": ("ftext", "pretrained", "init_pth", "trust_checkpoint", "ytvos_root", "synthetic_root",
+    "gfrtm": ("ftext", "pretrained", "init_pth", "trust_checkpoint", "ytvos_root", "synthetic_root", "saliency_root",
+              "clips_per_epoch",
               "synthetic_size", "split_list", "data_cache", "seq_len", "sampling", "m1", "m2", "margin_epochs",
               "gate_loss", "target_rate", "official_quirks", "tmcache", "tmcache_mode"),
     "warp-corrector": ("max_distance", "samples_per_epoch", "corrector_width"),
@@ -110,11 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("data")
     data.add_argument("--dset", default=None, choices=DSETS,
                       help="training data: DAVIS 2017 train, DAVIS 2016 train (objects merged), YouTube-VOS 2018 "
-                           "jjtrain, DAVIS 2017 + YouTube-VOS (all, the default), or generated videos; "
+                           "jjtrain, DAVIS 2017 + YouTube-VOS (all, the default), generated videos (synthetic), or "
+                           "synthetic clips of saliency images (duts, the paper's 'Syn' stage; --saliency-root); "
                            "warp-corrector: dv2016 (default) or dv2017")
     add_dataset_root_flags(data)
     data.add_argument("--synthetic-root", default=None, metavar="DIR",
                       help="where --dset synthetic generates/reads its videos (default runs/<name>/synthetic)")
+    data.add_argument("--saliency-root", default=None, metavar="DIR",
+                      help="--dset duts: a saliency set (DUTS: DUTS-TR/DUTS-TR-Image + DUTS-TR-Mask; ECSSD, HKU-IS, "
+                           "MSRA10K layouts too) turned into synthetic clips (default: $SALIENCY_ROOT)")
+    data.add_argument("--clips-per-epoch", type=int, default=None,
+                      help=f"--dset duts: synthetic clips per epoch (default {TrainConfig.clips_per_epoch})")
     data.add_argument("--synthetic-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                       help="frame size the synthetic videos are generated at (default 240 432)")
     data.add_argument("--holdout", default=None, metavar="FILE|a,b|none",
@@ -231,6 +238,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         target_rate=args.target_rate, pretrained=args.pretrained, checkpoints=args.checkpoints,
         tensorboard=args.tensorboard, tmcache=args.tmcache, tmcache_mode=args.tmcache_mode,
         davis_root=args.davis_root, ytvos_root=args.ytvos_root, synthetic_root=args.synthetic_root,
+        saliency_root=args.saliency_root,
+        clips_per_epoch=args.clips_per_epoch or TrainConfig.clips_per_epoch,
         synthetic_size=tuple(args.synthetic_size) if args.synthetic_size else None, split_list=args.split_list,
         holdout=read_holdout(args.holdout), data_cache=args.data_cache, resume=args.resume, amp=args.amp,
         workers=args.workers, seed=args.seed,

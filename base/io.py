@@ -67,6 +67,11 @@ def read_image_rgb(path: PathLike) -> np.ndarray:
     return np.array(img.convert("RGB"), dtype=np.uint8)
 
 
+def read_image_grey(path: PathLike) -> np.ndarray:
+    """An image file as an (H, W) uint8 grey array (RGB converted with ITU-R 601 luma)."""
+    return np.array(_open_image(path).convert("L"), dtype=np.uint8)
+
+
 def image_size(path: PathLike) -> Tuple[int, int]:
     """(H, W) of an image, read from its header."""
     path = Path(path)

@@ -1,7 +1,8 @@
 """Dataset keys, as named in the original code, and where their roots come from.
 
 Evaluation sets: ``dv2016val``, ``dv2016train``, ``dv2017val``, ``yt2018jjval``, ``yt2018val``, ``yt2018valAll``;
-training sets: ``dv2017``, ``dv2016``, ``ytvos2018`` (alias ``yt2018``), ``all``, ``synthetic``.
+training sets: ``dv2017``, ``dv2016``, ``ytvos2018`` (alias ``yt2018``), ``all``, ``synthetic``, ``duts`` (synthetic
+clips of a saliency set's images, ``--saliency-root`` / ``SALIENCY_ROOT``).
 Roots come from ``--davis-root`` / ``--ytvos-root``, defaulting to the ``DAVIS_ROOT`` / ``YTVOS_ROOT``
 environment variables; never from paths written in code.
 """
@@ -26,7 +27,7 @@ EVAL_DATASETS = {
     "yt2018valAll": ("ytvos", "valid_all"),
 }
 # Training sets (dataset/training.py builds them); aliases are accepted on the command line too.
-TRAINING_DATASETS = ("dv2017", "dv2016", "ytvos2018", "all", "synthetic")
+TRAINING_DATASETS = ("dv2017", "dv2016", "ytvos2018", "all", "synthetic", "duts")
 DATASET_ALIASES = {"yt2018": "ytvos2018"}
 SCORED_DATASETS = ("dv2016val", "dv2016train", "dv2017val", "yt2018jjval")
 # Sets whose ground truth is on the benchmark server: evaluate.py also zips the masks for upload.

@@ -417,7 +417,8 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
                        synthetic_videos: int = SYNTHETIC_TRAIN_VIDEOS,
                        synthetic_epoch_repeats: int = SYNTHETIC_EPOCH_REPEATS,
                        workers: Optional[int] = None, official: bool = False,
-                       holdout: Tuple[str, ...] = ()) -> TrainingSet:
+                       holdout: Tuple[str, ...] = (), saliency_root: Optional[PathLike] = None,
+                       clip_samples_per_epoch: int = 2000) -> torch.utils.data.Dataset:
     """The training set ``dset`` (one of :data:`TRAINING_DATASETS`, or ``yt2018``).
 
     Args:
@@ -447,12 +448,24 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
         official: ``--official-quirks``: the original's bilinear frame resize and, for DAVIS 2017, its
             per-sequence visibility rule (:data:`dataset.visibility.OFFICIAL_DAVIS_VISIBILITY`).
         holdout: DAVIS train sequences left out of training (kept for validation); each must be in the split.
+        saliency_root: for ``duts``: a saliency root (DUTS-TR is read; default ``$SALIENCY_ROOT``).
+        clip_samples_per_epoch: for ``duts``: synthetic clips per epoch.
     """
     dset = DATASET_ALIASES.get(dset, dset)
     if dset not in TRAINING_DATASETS:
         raise ConfigError(f"unknown training dataset {dset!r}; choose from {', '.join(TRAINING_DATASETS)}")
     seq_len = _check_seq_len(seq_len)
     check_sampling(sampling)
+    if dset == "duts":
+        from dataset.clips import SaliencyClipSet
+        from dataset.saliency import SaliencyDataset, resolve_saliency_root
+
+        images = SaliencyDataset(resolve_saliency_root(None if saliency_root is None else str(saliency_root)),
+                                 "train")
+        clips = SaliencyClipSet(images, seq_len=seq_len, size=_check_size(size),
+                                samples_per_epoch=clip_samples_per_epoch, seed=seed)
+        logger.info("training set duts:\n%s", clips.describe())
+        return clips
     if max_gap is not None and max_gap < 1:
         raise ConfigError(f"max_gap must be >= 1, got {max_gap}")
     cache = PixelCountCache(cache_dir, workers=workers)

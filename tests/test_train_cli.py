@@ -174,3 +174,20 @@ def test_errors_are_one_line(synthetic_root, tmp_path, args, message):
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and message in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.slow
+def test_duts_clips_stage(tmp_path):
+    """--dset duts: synthetic clips of a saliency set, no target-model cache writes, a loadable checkpoint."""
+    from tests.dataset.test_saliency import build_duts
+
+    root = build_duts(tmp_path / "duts")
+    proc = train(tmp_path, "--name", "syn", "--dset", "duts", "--saliency-root", str(root), "--dev", "cpu",
+                 "--pretrained", "none", "--workers", "0", "--batch-size", "2", "--seq-len", "3", "--size", "64",
+                 "112", "--epochs", "1", "--max-iters-per-epoch", "2", "--clips-per-epoch", "4")
+    assert "DUTS-TR: 3 images, 4 synthetic clips/epoch of 3 frames at 64x112" in proc.stdout
+    assert "target-model cache hits 0/4" in proc.stdout and not (tmp_path / "runs/syn/tmcache").exists()
+    build_model_from_checkpoint(tmp_path / "runs/syn/checkpoints/syn_ep0001.pth")
+    proc = train(tmp_path, "--name", "nosal", "--dset", "duts", "--dev", "cpu", "--pretrained", "none",
+                 "--saliency-root", str(tmp_path / "missing"), expect=2)
+    assert "saliency root not found" in proc.stderr and "Traceback" not in proc.stderr

@@ -7,10 +7,19 @@ feature-pyramid head that predicts the annotated object of every training frame,
 alone as a torchvision-format state dict (``conv1.weight`` ... ``layer4.*``, no ``fc``) that
 ``train.py / evaluate.py --pretrained PATH`` load. The head is thrown away.
 
-Data: every annotated frame of a DAVIS root's 2016 train split (objects merged), minus held-out
-sequences, decoded once into memory at 1.25x the training size; samples are random scale crops
-(x1.0-1.25), horizontal flips and brightness/contrast jitter. The held-out sequences give a validation
-IoU (every 5th frame) for TensorBoard and the log.
+Data (``source``):
+
+* ``davis``: every annotated frame of a DAVIS root's 2016 train split (objects merged), minus held-out
+  sequences, decoded once into memory at 1.25x the training size; samples are random scale crops (x1.0-1.25);
+* ``duts``: the salient-object images of a saliency root (DUTS-TR), read as needed; samples are random crops
+  of 70-100 % of the image resized to the training size (:func:`dataset.clips.random_crop`);
+* ``mixed``: each sample from either with equal probability, and with probability ``paste`` a DAVIS frame's
+  object pasted onto a DUTS image at a random place and scale (copy-paste: one more source of variety for the
+  26 training videos' objects, whose backgrounds repeat).
+
+Every sample is then flipped at random and jittered in brightness and contrast. The held-out DAVIS sequences
+give a validation IoU (every 5th frame), and with a saliency root its test split (DUTS-TE, ``val_images``
+images) another, for TensorBoard and the log.
 
 Resumable: a state file (model, optimiser, scheduler, step, RNG) is written atomically every
 ``checkpoint_every`` steps and at the end; a run started again with the same output folder continues.
@@ -34,12 +43,13 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from base.errors import ConfigError
+from base.errors import ConfigError, DatasetError
 from base.io import atomic_path, atomic_write_json
 from models.backbone import BACKBONES, FEATURE_CHANNELS, IMAGENET_MEAN, IMAGENET_STD
 from trainers.loop import seed_everything
 
 STATE_FILE = "pretrain_state.pth"
+SOURCES = ("davis", "duts", "mixed")
 BACKBONE_FILE = "backbone.pth"
 BACKBONE_FP16_FILE = "backbone_fp16.pth"
 
@@ -62,6 +72,10 @@ class PretrainConfig:
             and the sample order.
         checkpoint_every: steps between state files.
         val_every: steps between validation passes.
+        source: ``davis``, ``duts`` or ``mixed`` (module docstring).
+        saliency_root: the saliency set (DUTS) of ``duts`` / ``mixed``, and of the DUTS-TE validation.
+        paste: ``mixed``: probability of a DAVIS object pasted onto a DUTS image.
+        val_images: DUTS-TE images of the saliency validation (evenly spaced).
     """
 
     out: str
@@ -77,6 +91,10 @@ class PretrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     val_every: int = 200
+    source: str = "davis"
+    saliency_root: Optional[str] = None
+    paste: float = 0.5
+    val_images: int = 300
 
     def __post_init__(self):
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
@@ -93,6 +111,12 @@ class PretrainConfig:
             raise ConfigError("--batch-size must be >= 2 (BatchNorm in train mode)")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.source not in SOURCES:
+            raise ConfigError(f"--source {self.source!r}: choose one of {', '.join(SOURCES)}")
+        if self.source != "davis" and not self.saliency_root:
+            raise ConfigError(f"--source {self.source} needs --saliency-root (or SALIENCY_ROOT)")
+        if not 0.0 <= self.paste <= 1.0:
+            raise ConfigError(f"--paste must be in [0, 1], got {self.paste}")
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -147,11 +171,38 @@ def random_crop(image: np.ndarray, mask: np.ndarray, size: Tuple[int, int],
     if (ch, cw) != (h, w):
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
         mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+    return flip_and_jitter(image, mask, rng)
+
+
+def flip_and_jitter(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """A random horizontal flip and brightness/contrast jitter of one sample."""
     if rng.random() < 0.5:
         image, mask = image[:, ::-1], mask[:, ::-1]
     gain, bias = rng.uniform(0.8, 1.2), rng.uniform(-20, 20)
     image = np.clip(image.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+
+
+def paste_object(image: np.ndarray, mask: np.ndarray, background: np.ndarray,
+                 rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """``image``'s object (``mask``) cut to its box, scaled to 30-90 % of the background's smaller side ratio and
+    pasted at a random place on ``background`` (same size as the output): the new frame and its mask."""
+    h, w = background.shape[:2]
+    ys, xs = np.nonzero(mask)
+    if not len(ys):
+        return background.copy(), np.zeros((h, w), np.uint8)
+    obj, obj_mask = image[ys.min():ys.max() + 1, xs.min():xs.max() + 1], mask[ys.min():ys.max() + 1,
+                                                                              xs.min():xs.max() + 1]
+    k = rng.uniform(0.3, 0.9) * min(h / obj.shape[0], w / obj.shape[1])
+    oh, ow = max(1, int(obj.shape[0] * k)), max(1, int(obj.shape[1] * k))
+    obj = cv2.resize(obj, (ow, oh), interpolation=cv2.INTER_AREA)
+    obj_mask = cv2.resize(obj_mask, (ow, oh), interpolation=cv2.INTER_NEAREST)
+    y, x = int(rng.integers(0, h - oh + 1)), int(rng.integers(0, w - ow + 1))
+    out, out_mask = background.copy(), np.zeros((h, w), np.uint8)
+    region = out[y:y + oh, x:x + ow]
+    region[obj_mask > 0] = obj[obj_mask > 0]
+    out_mask[y:y + oh, x:x + ow] = obj_mask
+    return out, out_mask
 
 
 def to_batch(images: List[np.ndarray], masks: List[np.ndarray]) -> Tuple[Tensor, Tensor]:
@@ -275,8 +326,10 @@ class BackbonePretrainer:
             raise ConfigError(f"{path}: cannot read the pre-training state ({err.__class__.__name__}); "
                               "delete it to start over") from None
         saved = state.get("config", {})
-        changed = {k: (saved.get(k), v) for k, v in self.config.to_dict().items()
-                   if k not in ("out", "davis_root", "steps", "checkpoint_every", "val_every") and saved.get(k) != v}
+        defaults = PretrainConfig(out="", davis_root="").to_dict()  # a state written before a field existed
+        changed = {k: (saved.get(k, defaults[k]), v) for k, v in self.config.to_dict().items()
+                   if k not in ("out", "davis_root", "steps", "checkpoint_every", "val_every", "saliency_root",
+                                "val_images") and saved.get(k, defaults[k]) != v}
         if changed:
             raise ConfigError(f"{path}: this run was started with other settings ("
                               + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
@@ -288,6 +341,47 @@ class BackbonePretrainer:
         self.rng.bit_generator.state = state["rng"]
         self.history = list(state.get("history", []))
         self.log(f"resumed from {path} at step {self.step}")
+
+    def _saliency(self):
+        """The saliency training set (None for ``davis``) and its test-split validation images and masks."""
+        cfg = self.config
+        if not cfg.saliency_root:
+            return None, ([], [])
+        from dataset.saliency import SaliencyDataset, resolve_saliency_root
+
+        root = resolve_saliency_root(cfg.saliency_root)
+        train = SaliencyDataset(root, "train") if cfg.source != "davis" else None
+        try:
+            test = SaliencyDataset(root, "test")
+        except DatasetError:
+            self.log(f"no saliency test split in {root}: no saliency validation")
+            return train, ([], [])
+        picks = np.linspace(0, len(test) - 1, min(cfg.val_images, len(test))).round().astype(int)
+        dsize = (cfg.size[1], cfg.size[0])
+        images, masks = [], []
+        for i in picks:
+            image, mask = test.read(int(i))
+            images.append(cv2.resize(image, dsize, interpolation=cv2.INTER_AREA))
+            masks.append(cv2.resize(mask, dsize, interpolation=cv2.INTER_NEAREST))
+        self.log(f"saliency: {train.name + ' ' + str(len(train)) + ' images, ' if train else ''}"
+                 f"validation on {len(images)} {test.name} images")
+        return train, (images, masks)
+
+    def _draw(self, images: List[np.ndarray], masks: List[np.ndarray], saliency) -> Tuple[np.ndarray, np.ndarray]:
+        """One ``duts`` / ``mixed`` sample (module docstring)."""
+        from dataset.clips import random_crop as crop_fraction
+
+        cfg, rng = self.config, self.rng
+        if cfg.source == "mixed" and rng.random() < 0.5:
+            i = int(rng.integers(len(images)))
+            image, mask = random_crop(images[i], masks[i], cfg.size, rng)
+            if rng.random() < cfg.paste:
+                background, _ = crop_fraction(*saliency.read(int(rng.integers(len(saliency)))), cfg.size,
+                                              (0.7, 1.0), rng)
+                image, mask = paste_object(image, mask, background, rng)
+            return image, mask
+        image, mask = crop_fraction(*saliency.read(int(rng.integers(len(saliency)))), cfg.size, (0.7, 1.0), rng)
+        return flip_and_jitter(image, mask, rng)
 
     def _save_state(self) -> None:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -319,9 +413,11 @@ class BackbonePretrainer:
         atomic_write_json(self.out / "config.json", cfg.to_dict())
         train_names, held = split_names(cfg.davis_root, cfg.holdout)
         big = (int(round(cfg.size[0] * 1.25)), int(round(cfg.size[1] * 1.25)))
-        images, masks = load_frames(cfg.davis_root, train_names, big, log=self.log)
+        images, masks = (load_frames(cfg.davis_root, train_names, big, log=self.log) if cfg.source != "duts"
+                         else ([], []))
         val_images, val_masks = (load_frames(cfg.davis_root, held, cfg.size, every=5, log=self.log)
                                  if held else ([], []))
+        saliency, sal_val = self._saliency()
         writer = SummaryWriter(str(self.out / "tensorboard"))
         stats: Dict[str, float] = {}
         self.model.train()
@@ -332,8 +428,11 @@ class BackbonePretrainer:
         first = self.step
         try:
             while self.step < cfg.steps:
-                picks = self.rng.integers(0, len(images), cfg.batch_size)
-                crops = [random_crop(images[i], masks[i], cfg.size, self.rng) for i in picks]
+                if cfg.source == "davis":  # the shipped recipe's draws, unchanged
+                    picks = self.rng.integers(0, len(images), cfg.batch_size)
+                    crops = [random_crop(images[i], masks[i], cfg.size, self.rng) for i in picks]
+                else:
+                    crops = [self._draw(images, masks, saliency) for _ in range(cfg.batch_size)]
                 x, y = to_batch([c[0] for c in crops], [c[1] for c in crops])
                 loss = segmentation_loss(self.model(x), y)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -347,13 +446,19 @@ class BackbonePretrainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
                 done = self.step == cfg.steps
-                if val_images and (self.step % cfg.val_every == 0 or done):
-                    iou = mean_iou(self.model, val_images, val_masks)
-                    writer.add_scalar("pretrain/val_iou", iou, self.step)
-                    self.history.append({"step": self.step, "loss": float(np.mean(losses[-50:])),
-                                         "val_iou": iou})
-                    self.log(f"step {self.step}/{cfg.steps}: loss {np.mean(losses[-50:]):.4f}, "
-                             f"held-out IoU {iou:.3f}")
+                if (val_images or sal_val[0]) and (self.step % cfg.val_every == 0 or done):
+                    record = {"step": self.step, "loss": float(np.mean(losses[-50:]))}
+                    if val_images:
+                        record["val_iou"] = mean_iou(self.model, val_images, val_masks)
+                        writer.add_scalar("pretrain/val_iou", record["val_iou"], self.step)
+                    if sal_val[0]:
+                        record["saliency_val_iou"] = mean_iou(self.model, *sal_val)
+                        writer.add_scalar("pretrain/saliency_val_iou", record["saliency_val_iou"], self.step)
+                    self.history.append(record)
+                    self.log(f"step {self.step}/{cfg.steps}: loss {record['loss']:.4f}"
+                             + (f", held-out IoU {record['val_iou']:.3f}" if "val_iou" in record else "")
+                             + (f", {saliency.name.replace('-TR', '-TE')} IoU {record['saliency_val_iou']:.3f}"
+                                if "saliency_val_iou" in record else ""))
                 if self.step % cfg.checkpoint_every == 0 or done:
                     self._save_state()
                     writer.flush()
@@ -364,8 +469,9 @@ class BackbonePretrainer:
         fp32, fp16 = self.export()
         stats = {"steps": self.step, "loss": float(np.mean(losses[-50:])) if losses else float("nan"),
                  "seconds_per_step": seconds / max(self.step - first, 1)}
-        if self.history:
-            stats["val_iou"] = self.history[-1]["val_iou"]
+        for key in ("val_iou", "saliency_val_iou"):
+            if self.history and key in self.history[-1]:
+                stats[key] = self.history[-1][key]
         atomic_write_json(self.out / "summary.json", {"config": cfg.to_dict(), "stats": stats,
                                                       "history": self.history})
         self.log(f"backbone written to {fp32} (float16 copy {fp16}); " + json.dumps(stats))

@@ -84,6 +84,8 @@ class TrainConfig(RunFolders):
         checkpoints, tensorboard, tmcache: folders.
         tmcache_mode: ``readwrite``, ``readonly`` or ``off``.
         davis_root, ytvos_root, synthetic_root: dataset roots (None: the environment / default).
+        saliency_root: the saliency set of ``--dset duts`` (None: ``$SALIENCY_ROOT``).
+        clips_per_epoch: synthetic clips per epoch of ``--dset duts``.
         synthetic_size: (H, W) the synthetic videos are generated at (None: the generator's default).
         split_list: YouTube-VOS training video list (None: the shipped jjtrain list).
         holdout: DAVIS train sequences left out of training (validation).
@@ -123,6 +125,8 @@ class TrainConfig(RunFolders):
     ytvos_root: Optional[str] = None
     synthetic_root: Optional[str] = None
     synthetic_size: Optional[Tuple[int, int]] = None
+    saliency_root: Optional[str] = None
+    clips_per_epoch: int = 2000
     split_list: Optional[str] = None
     holdout: Tuple[str, ...] = ()
     data_cache: str = ""

@@ -176,6 +176,7 @@ class Trainer:
             cfg.dset, davis_root=cfg.davis_root, ytvos_root=cfg.ytvos_root, synthetic_root=cfg.synthetic_root,
             seq_len=cfg.seq_len, size=cfg.size, sampling=cfg.sampling, seed=cfg.seed, cache_dir=cfg.data_cache,
             split_list=cfg.split_list, official=cfg.official_quirks, holdout=cfg.holdout,
+            saliency_root=cfg.saliency_root, clip_samples_per_epoch=cfg.clips_per_epoch,
             **({"synthetic_size": cfg.synthetic_size} if cfg.synthetic_size else {}))
         sampler = DistributedSampler(dataset, num_replicas=self.ctx.world_size, rank=self.ctx.rank, shuffle=True,
                                      seed=cfg.seed, drop_last=False)

@@ -75,7 +75,7 @@ def parse_meta(meta: str) -> SampleKey:
     """A sample's JSON meta string -> :class:`SampleKey`."""
     info = json.loads(meta)
     return SampleKey(str(info.get("dataset", "")), str(info["seq_name"]), int(info["obj_id"]),
-                     int(info["frame0_id"]))
+                     int(info["frame0_id"]), bool(info.get("cache", True)))
 
 
 def select(gate: Tensor, if_one: Tensor, if_zero: Tensor) -> Tensor:

@@ -32,6 +32,7 @@ class SampleKey:
     seq_name: str
     obj_id: int
     frame0_id: int
+    cacheable: bool = True  # False for generated first frames that never recur (synthetic clips)
 
     def seed(self, base: int) -> int:
         text = f"{base}:{self.dataset}:{self.seq_name}:{self.obj_id}:{self.frame0_id}"
@@ -76,12 +77,13 @@ class FirstFrameTargetModels:
         device = next(self.backbone.buffers()).device
         model = TargetModel(self.in_channels, self.config.c_channels)
         state = None
-        if self.cache is not None:
-            state = self.cache.load(key.seq_name, key.frame0_id, key.obj_id, device=device)
+        cache = self.cache if key.cacheable else None
+        if cache is not None:
+            state = cache.load(key.seq_name, key.frame0_id, key.obj_id, device=device)
         hit = state is not None
         if state is None:
             state = self.train(image0, label0, key)
-            if self.cache is not None:
+            if cache is not None:
                 self.cache.save(key.seq_name, key.frame0_id, key.obj_id, state)
         model.load_state_dict(state)
         model.to(device).eval().requires_grad_(False)

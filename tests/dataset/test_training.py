@@ -440,7 +440,7 @@ def test_synthetic_generation_race_leaves_a_valid_tree(tmp_path, monkeypatch):
 
 
 def test_roots_and_names(tmp_path, monkeypatch):
-    assert TRAINING_DATASETS == ("dv2017", "dv2016", "ytvos2018", "all", "synthetic")
+    assert TRAINING_DATASETS == ("dv2017", "dv2016", "ytvos2018", "all", "synthetic", "duts")
     assert SAMPLINGS == ("temporal", "official")
     monkeypatch.delenv("DAVIS_ROOT", raising=False)
     monkeypatch.delenv("YTVOS_ROOT", raising=False)

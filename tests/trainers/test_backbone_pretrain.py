@@ -124,3 +124,32 @@ def test_cli_one_line_errors(tmp_path, davis):
     assert "held-out sequences ['val']" in proc.stderr and "ImageSets/2016/train.txt" in proc.stderr
     proc = cli("--holdout", str(tmp_path / "missing.txt"))
     assert proc.returncode == 2 and "held-out sequence list not found" in proc.stderr
+
+
+def test_paste_object_moves_the_mask_with_the_object():
+    from trainers.backbone_pretrain import paste_object
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((40, 60, 3), np.uint8)
+    mask = np.zeros((40, 60), np.uint8)
+    image[10:20, 15:35], mask[10:20, 15:35] = 200, 1
+    background = np.full((48, 64, 3), 30, np.uint8)
+    out, out_mask = paste_object(image, mask, background, rng)
+    assert out.shape == (48, 64, 3) and out_mask.shape == (48, 64) and out_mask.sum() > 0
+    np.testing.assert_array_equal(out[out_mask > 0], 200)  # the object's pixels where its mask is
+    np.testing.assert_array_equal(out[out_mask == 0], 30)  # the background elsewhere
+
+
+@pytest.mark.parametrize("source", ["duts", "mixed"])
+def test_saliency_sources_train_and_validate_on_duts_te(davis, tmp_path, source):
+    from tests.dataset.test_saliency import build_duts
+
+    duts = build_duts(tmp_path / "duts")
+    stats = run(config(tmp_path / "out", davis, source=source, saliency_root=str(duts), val_images=2),
+                log=lambda m: None)
+    assert stats["steps"] == 4 and 0 <= stats["saliency_val_iou"] <= 1 and 0 <= stats["val_iou"] <= 1
+    history = json.loads((tmp_path / "out/summary.json").read_text())["history"]
+    assert [h["step"] for h in history] == [2, 4] and all("saliency_val_iou" in h for h in history)
+    build_backbone("resnet18", str(tmp_path / "out" / BACKBONE_FILE))
+    with pytest.raises(ConfigError, match="needs --saliency-root"):
+        config(tmp_path / "x", davis, source=source)
