@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="saliency set (DUTS) for --source duts/mixed and the DUTS-TE validation "
                         "(default: $SALIENCY_ROOT when --source needs it)")
     p.add_argument("--paste", type=float, default=0.5, help="--source mixed: probability of a pasted DAVIS object")
+    p.add_argument("--head", choices=("fpn", "linear"), default="fpn",
+                   help="training head: a small feature pyramid (default, the shipped recipe) or one linear (1x1) "
+                        "classifier per stage, strides 8-32 (FRTM's target model is linear)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     return p
 
@@ -59,7 +62,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = PretrainConfig(out=args.out, davis_root=args.davis_root, holdout=read_holdout(args.holdout),
                             ftext=args.ftext, size=tuple(args.size), batch_size=args.batch_size, steps=args.steps,
                             lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                            val_every=args.val_every, source=args.source, paste=args.paste,
+                            val_every=args.val_every, source=args.source, paste=args.paste, head=args.head,
                             saliency_root=args.saliency_root or (os.environ.get("SALIENCY_ROOT")
                                                                  if args.source != "davis" else None))
     run(config)

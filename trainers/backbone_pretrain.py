@@ -49,6 +49,7 @@ from models.backbone import BACKBONES, FEATURE_CHANNELS, IMAGENET_MEAN, IMAGENET
 from trainers.loop import seed_everything
 
 STATE_FILE = "pretrain_state.pth"
+HEADS = ("fpn", "linear")
 SOURCES = ("davis", "duts", "mixed")
 BACKBONE_FILE = "backbone.pth"
 BACKBONE_FP16_FILE = "backbone_fp16.pth"
@@ -76,6 +77,7 @@ class PretrainConfig:
         saliency_root: the saliency set (DUTS) of ``duts`` / ``mixed``, and of the DUTS-TE validation.
         paste: ``mixed``: probability of a DAVIS object pasted onto a DUTS image.
         val_images: DUTS-TE images of the saliency validation (evenly spaced).
+        head: ``fpn`` (the shipped recipe) or ``linear`` (:class:`FgBgSegmenter`).
     """
 
     out: str
@@ -95,6 +97,7 @@ class PretrainConfig:
     saliency_root: Optional[str] = None
     paste: float = 0.5
     val_images: int = 300
+    head: str = "fpn"
 
     def __post_init__(self):
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
@@ -115,6 +118,8 @@ class PretrainConfig:
             raise ConfigError(f"--source {self.source!r}: choose one of {', '.join(SOURCES)}")
         if self.source != "davis" and not self.saliency_root:
             raise ConfigError(f"--source {self.source} needs --saliency-root (or SALIENCY_ROOT)")
+        if self.head not in HEADS:
+            raise ConfigError(f"--head {self.head!r}: choose one of {', '.join(HEADS)}")
         if not 0.0 <= self.paste <= 1.0:
             raise ConfigError(f"--paste must be in [0, 1], got {self.paste}")
 
@@ -218,14 +223,18 @@ def to_batch(images: List[np.ndarray], masks: List[np.ndarray]) -> Tuple[Tensor,
 
 
 class FgBgSegmenter(nn.Module):
-    """A torchvision ResNet (no ``avgpool``/``fc``) with a light feature-pyramid fg/bg head.
+    """A torchvision ResNet (no ``avgpool``/``fc``) with a light fg/bg head.
 
-    ``forward``: (B, 3, H, W) RGB in [0, 255] -> (B, 1, H, W) logits. The head sums 1x1 projections
-    (64 channels) of layer2, layer3 and layer4 at stride 8, then 3x3 conv, ReLU, 1x1 conv and a bilinear
-    upsampling to the input size.
+    ``forward``: (B, 3, H, W) RGB in [0, 255] -> (B, K, H, W) logits, bilinearly upsampled to the input size:
+
+    * ``head="fpn"`` (K = 1, the shipped recipe): the sum of 1x1 projections (64 channels) of layer2, layer3 and
+      layer4 at stride 8, then 3x3 conv, ReLU, 1x1 conv;
+    * ``head="linear"`` (K = 3): one 1x1 conv (a linear classifier) on each of layer2, layer3 and layer4 (strides
+      8, 16, 32), so each stage's own features must separate the object linearly, as FRTM's linear target model
+      on the frozen features needs.
     """
 
-    def __init__(self, ftext: str = "resnet18", seed: int = 0):
+    def __init__(self, ftext: str = "resnet18", seed: int = 0, head: str = "fpn"):
         super().__init__()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -234,8 +243,14 @@ class FgBgSegmenter(nn.Module):
         self.resnet = net
         # torchvision's layer2 / layer3 / layer4 are the project's layer3 / layer4 / layer5 (models.backbone)
         widths = [FEATURE_CHANNELS[ftext][k] for k in ("layer3", "layer4", "layer5")]
-        self.lateral = nn.ModuleList(nn.Conv2d(c, 64, 1) for c in widths)
-        self.head = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(64, 1, 1))
+        if head not in HEADS:
+            raise ConfigError(f"--head {head!r}: choose one of {', '.join(HEADS)}")
+        self.head_kind = head
+        if head == "fpn":
+            self.lateral = nn.ModuleList(nn.Conv2d(c, 64, 1) for c in widths)
+            self.head = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(64, 1, 1))
+        else:
+            self.linear = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in widths)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
@@ -246,6 +261,9 @@ class FgBgSegmenter(nn.Module):
         s8 = r.layer2(r.layer1(x))
         s16 = r.layer3(s8)
         s32 = r.layer4(s16)
+        if self.head_kind == "linear":
+            return torch.cat([F.interpolate(head(s), size=image.shape[-2:], mode="bilinear", align_corners=False)
+                              for head, s in zip(self.linear, (s8, s16, s32))], dim=1)
         size = s8.shape[-2:]
         fused = self.lateral[0](s8)
         fused = fused + F.interpolate(self.lateral[1](s16), size=size, mode="bilinear", align_corners=False)
@@ -255,11 +273,13 @@ class FgBgSegmenter(nn.Module):
 
 
 def segmentation_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """Binary cross-entropy plus soft Dice (per image, averaged): robust to small objects."""
+    """Binary cross-entropy plus soft Dice (per image and head, averaged): robust to small objects.
+    logits (B, K, H, W) of K heads, target (B, 1, H, W)."""
+    target = target.expand_as(logits)
     bce = F.binary_cross_entropy_with_logits(logits, target)
-    p = torch.sigmoid(logits).flatten(1)
-    t = target.flatten(1)
-    dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
+    p = torch.sigmoid(logits).flatten(2)
+    t = target.flatten(2)
+    dice = 1 - (2 * (p * t).sum(2) + 1) / (p.sum(2) + t.sum(2) + 1)
     return bce + dice.mean()
 
 
@@ -277,7 +297,7 @@ def mean_iou(model: FgBgSegmenter, images: List[np.ndarray], masks: List[np.ndar
     ious = []
     for i in range(0, len(images), batch):
         x, y = to_batch(images[i:i + batch], masks[i:i + batch])
-        pred = model(x) > 0
+        pred = model(x).mean(1, keepdim=True) > 0  # the heads' mean logit
         gt = y > 0.5
         inter = (pred & gt).flatten(1).sum(1).float()
         union = (pred | gt).flatten(1).sum(1).float()
@@ -307,7 +327,7 @@ class BackbonePretrainer:
         self.log = log
         self.out = Path(config.out)
         torch.manual_seed(config.seed)
-        self.model = FgBgSegmenter(config.ftext, seed=config.seed)
+        self.model = FgBgSegmenter(config.ftext, seed=config.seed, head=config.head)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, config.steps, config.warmup))

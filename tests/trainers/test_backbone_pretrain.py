@@ -153,3 +153,16 @@ def test_saliency_sources_train_and_validate_on_duts_te(davis, tmp_path, source)
     build_backbone("resnet18", str(tmp_path / "out" / BACKBONE_FILE))
     with pytest.raises(ConfigError, match="needs --saliency-root"):
         config(tmp_path / "x", davis, source=source)
+
+
+def test_linear_heads_give_one_logit_map_per_stage_and_train_every_stage(davis, tmp_path):
+    net = FgBgSegmenter("resnet18", seed=0, head="linear")
+    out = net(torch.zeros(2, 3, 64, 96))
+    assert out.shape == (2, 3, 64, 96)
+    loss = segmentation_loss(out, torch.zeros(2, 1, 64, 96))
+    loss.backward()
+    assert all(net.resnet.get_submodule(f"layer{i}")[0].conv1.weight.grad.abs().sum() > 0 for i in (1, 2, 3, 4))
+    stats = run(config(tmp_path / "lin", davis, head="linear"), log=lambda m: None)
+    assert stats["steps"] == 4 and 0 <= stats["val_iou"] <= 1
+    with pytest.raises(ConfigError, match="--head"):
+        config(tmp_path / "x", davis, head="deep")
