@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import torch
 
+from base.errors import ConfigError
 from lib.tools.cli import add_backbone_flags, parse_sequence_list, run_cli
 
 LAYERS = {"layer3": "stride 8", "layer4": "stride 16"}
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbones to compare (--pretrained values)")
     add_backbone_flags(p, ftext_default="resnet18", pretrained_choices=())
     p.add_argument("--size", type=int, nargs=2, default=(240, 432), metavar=("H", "W"))
+    p.add_argument("--every", type=int, default=None, metavar="K",
+                   help="probe every K-th frame after the first (default: frames 10, 20, 30, 40)")
     return p
 
 
@@ -82,9 +85,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args = build_parser().parse_args(argv)
     sequences = list(DAVISDataset(args.davis_root, year=2016, split=args.split, sequences=args.sequences))
+    if args.every is not None and args.every < 1:
+        raise ConfigError(f"--every must be >= 1, got {args.every}")
+    frames = (10, 20, 30, 40) if args.every is None else tuple(range(args.every, max(len(s) for s in sequences),
+                                                                        args.every))
     results = {}
     for weights in args.backbone:
-        results[weights] = probe(build_backbone(args.ftext, weights), sequences, tuple(args.size))
+        results[weights] = probe(build_backbone(args.ftext, weights), sequences, tuple(args.size), frames)
         row = results[weights]
         print(f"{weights}: layer3 (stride 8) {row['layer3']:.3f}, layer4 (stride 16) {row['layer4']:.3f}, "
               f"copy the first mask {row['copy']:.3f}", flush=True)

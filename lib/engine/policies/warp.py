@@ -41,9 +41,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from lib.engine.core import FrameContext, ObjectState
 
 SHIPPED_CORRECTOR = Path(__file__).resolve().parents[3] / "weights" / "warp_corrector_dv2016_cpu.pth"
-REFINE = Param("refine", "--warp-refine", str, "guided",
-               "correction of the warped map: guided (a guided filter on the current frame), learned (the "
-               "trained guided spatially-varying convolution of --warp-corrector) or none", "R")
+REFINE = Param("refine", "--warp-refine", str, "learned",
+               "correction of the warped map: learned (default: the trained guided spatially-varying convolution "
+               "of --warp-corrector, better than the guided filter on every measurement, README), guided (a guided "
+               "filter on the current frame) or none", "R")
 CORRECTOR = Param("corrector", "--warp-corrector", str, str(SHIPPED_CORRECTOR),
                   "weights of --warp-refine learned (train.py --stage warp-corrector; default: the shipped "
                   "weights/warp_corrector_dv2016_cpu.pth)", "PATH")
@@ -82,7 +83,7 @@ def object_warp(ctx: FrameContext, obj: ObjectState) -> Warp:
         ctx.engine.flops.add("warp_flow", dis_flops(current.shape))
     key_rgb, key_small, flow = ctx.cache[flow_key]
     values = ctx.policy.values if ctx.policy is not None else {}
-    correction = Correction(values.get("refine", "guided"))
+    correction = Correction(values.get("refine", REFINE.default))
     if correction.mode == "guided":
         if "warp.guide" not in ctx.cache:
             ctx.cache["warp.guide"] = guide_image(rgb)

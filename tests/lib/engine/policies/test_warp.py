@@ -28,9 +28,11 @@ def test_warp_every_k_schedule(decide, k, since, expected):
 
 
 def test_labels_flags_and_validation():
-    assert PolicyConfig.of("warp-every-k", k=3).label() == "warp-every-3"
+    # the learned correction is the default; labels name the correction (none for the guided filter, as before)
+    assert PolicyConfig.of("warp-every-k", k=3).label() == "warp-every-3-learned"
+    assert PolicyConfig.of("warp-every-k", k=3, refine="guided").label() == "warp-every-3"
     assert PolicyConfig.of("warp-every-k", k=3, refine="none").label() == "warp-every-3-none"
-    assert PolicyConfig("warp-error", 0.9).label() == "warp-error"
+    assert PolicyConfig("warp-error", 0.9).label() == "warp-error-learned"
     for label, name in (("warp-every-3", "warp-every-k"), ("warp-every-3-none", "warp-every-k"),
                         ("warp-error-none", "warp-error"), ("every-3", "every-k")):
         assert policy_of_label(label).name == name
@@ -163,7 +165,7 @@ def test_learned_refinement_runs_the_corrector_on_warp_frames(networks, davis_se
 
 
 def test_warp_frames_count_the_flow_and_record_their_error(networks, davis_seq, tmp_path):
-    engine, stats, out = run(networks, davis_seq, PolicyConfig.of("warp-every-k", k=3))
+    engine, stats, out = run(networks, davis_seq, PolicyConfig.of("warp-every-k", k=3, refine="guided"))
     warp_frames = [o.index for o in out[1:] if set(o.paths.values()) == {W}]
     flows = engine.flops.by_component["warp_flow"]
     small = (-(-64 // FLOW_SCALE), -(-96 // FLOW_SCALE))
