@@ -75,7 +75,7 @@ STAGE_DEFAULTS = {
 # Flags of one stage only: giving them to another is an error.
 STAGE_ONLY = {
     "gfrtm": ("ftext", "pretrained", "init_pth", "trust_checkpoint", "ytvos_root", "synthetic_root", "saliency_root",
-              "clips_per_epoch",
+              "clips_per_epoch", "train_only",
               "synthetic_size", "split_list", "data_cache", "seq_len", "sampling", "m1", "m2", "margin_epochs",
               "gate_loss", "target_rate", "official_quirks", "tmcache", "tmcache_mode"),
     "warp-corrector": ("max_distance", "samples_per_epoch", "corrector_width"),
@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                        pretrained_choices=("imagenet", "none", "PATH"), pretrained_note="Default: imagenet")
     run.add_argument("--initPth", "--init-pth", dest="init_pth", default="", metavar="PATH",
                      help="initialise from an FRTM (refiner) or G-FRTM checkpoint's matching weights")
+    run.add_argument("--train-only", default=None, metavar="A,B",
+                     help="train only these parameter groups (convGS: the gate, Tmatching, Convert_Diff, refiner); "
+                          "the others stay frozen in eval mode, e.g. --initPth MODEL --train-only convGS for a "
+                          "gate-only fine-tune (default: all)")
     run.add_argument("--trust-checkpoint", action="store_true",
                      help="allow an official training checkpoint that pickles Python objects for --initPth")
     run.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
@@ -238,7 +242,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         target_rate=args.target_rate, pretrained=args.pretrained, checkpoints=args.checkpoints,
         tensorboard=args.tensorboard, tmcache=args.tmcache, tmcache_mode=args.tmcache_mode,
         davis_root=args.davis_root, ytvos_root=args.ytvos_root, synthetic_root=args.synthetic_root,
-        saliency_root=args.saliency_root,
+        saliency_root=args.saliency_root, train_only=tuple(t for t in (args.train_only or "").split(",") if t),
         clips_per_epoch=args.clips_per_epoch or TrainConfig.clips_per_epoch,
         synthetic_size=tuple(args.synthetic_size) if args.synthetic_size else None, split_list=args.split_list,
         holdout=read_holdout(args.holdout), data_cache=args.data_cache, resume=args.resume, amp=args.amp,

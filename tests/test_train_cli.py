@@ -191,3 +191,21 @@ def test_duts_clips_stage(tmp_path):
     proc = train(tmp_path, "--name", "nosal", "--dset", "duts", "--dev", "cpu", "--pretrained", "none",
                  "--saliency-root", str(tmp_path / "missing"), expect=2)
     assert "saliency root not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_train_only_the_gate_from_a_trained_model(reference, synthetic_root, tmp_path):
+    """--initPth MODEL --train-only convGS: the gate's weights move, every other parameter and BatchNorm buffer
+    keeps the model's values (the frozen modules run in eval mode)."""
+    ref_cwd, _ = reference
+    init = ref_cwd / "runs/ref/checkpoints/ref_ep0002.pth"
+    train(tmp_path, *run_args(synthetic_root, name="gate", epochs=1), "--initPth", str(init), "--train-only",
+          "convGS", "--m2", "0.0")
+    before, after = model_state(init), model_state(tmp_path / "runs/gate/checkpoints/gate_ep0001.pth")
+    gate = [k for k in before if k.startswith("convGS.") and k.endswith("weight")]
+    assert gate and any(not torch.equal(before[k], after[k]) for k in gate)
+    for key in before:
+        if not key.startswith("convGS."):
+            assert torch.equal(before[key], after[key]), key
+    proc = train(tmp_path, *run_args(synthetic_root, name="bad", epochs=1), "--train-only", "gate", expect=2)
+    assert "--train-only gate: choose from convGS, Tmatching, Convert_Diff, refiner" in proc.stderr

@@ -86,6 +86,8 @@ class TrainConfig(RunFolders):
         davis_root, ytvos_root, synthetic_root: dataset roots (None: the environment / default).
         saliency_root: the saliency set of ``--dset duts`` (None: ``$SALIENCY_ROOT``).
         clips_per_epoch: synthetic clips per epoch of ``--dset duts``.
+        train_only: train just these parameter groups (``convGS`` the gate, ``Tmatching``, ``Convert_Diff``,
+            ``refiner``), the others frozen in eval mode (e.g. a gate-only fine-tune of a trained model); () all.
         synthetic_size: (H, W) the synthetic videos are generated at (None: the generator's default).
         split_list: YouTube-VOS training video list (None: the shipped jjtrain list).
         holdout: DAVIS train sequences left out of training (validation).
@@ -127,6 +129,7 @@ class TrainConfig(RunFolders):
     synthetic_size: Optional[Tuple[int, int]] = None
     saliency_root: Optional[str] = None
     clips_per_epoch: int = 2000
+    train_only: Tuple[str, ...] = ()
     split_list: Optional[str] = None
     holdout: Tuple[str, ...] = ()
     data_cache: str = ""
@@ -143,6 +146,11 @@ class TrainConfig(RunFolders):
         run_dir = Path("runs") / self.name
         object.__setattr__(self, "dset", DATASET_ALIASES.get(self.dset, self.dset))
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        object.__setattr__(self, "train_only", tuple(str(s) for s in self.train_only))
+        groups = ("convGS", "Tmatching", "Convert_Diff", "refiner")
+        unknown = [g for g in self.train_only if g not in groups]
+        if unknown:
+            raise ConfigError(f"--train-only {','.join(unknown)}: choose from {', '.join(groups)}")
         object.__setattr__(self, "holdout", tuple(str(s) for s in self.holdout))
         if self.synthetic_size is not None:
             object.__setattr__(self, "synthetic_size", tuple(int(s) for s in self.synthetic_size))
@@ -195,6 +203,7 @@ class TrainConfig(RunFolders):
         out = dataclasses.asdict(self)
         out["size"] = list(self.size)
         out["holdout"] = list(self.holdout)
+        out["train_only"] = list(self.train_only)
         if self.synthetic_size is not None:
             out["synthetic_size"] = list(self.synthetic_size)
         return out

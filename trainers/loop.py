@@ -22,11 +22,11 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from base.io import atomic_path, atomic_write_json
@@ -66,11 +66,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_optimizer(model: GFRTM, lr: float) -> torch.optim.Adam:
-    """Adam (amsgrad) with the official four parameter groups and weight decays (spec 4.4)."""
+def build_optimizer(model: GFRTM, lr: float, train_only: Sequence[str] = ()) -> torch.optim.Adam:
+    """Adam (amsgrad) with the official four parameter groups and weight decays (spec 4.4); with ``train_only``
+    just those groups (the other modules are frozen by :func:`freeze_modules`)."""
     groups = [{"params": list(getattr(model, name).parameters()), "weight_decay": wd, "name": name}
-              for name, wd in WEIGHT_DECAY.items()]
+              for name, wd in WEIGHT_DECAY.items() if not train_only or name in train_only]
     return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), amsgrad=True)
+
+
+def freeze_modules(model: GFRTM, train_only: Sequence[str]) -> List[nn.Module]:
+    """Freeze every parameter group of :data:`WEIGHT_DECAY` not in ``train_only`` (no gradients); returns the
+    frozen modules, which :meth:`Trainer.train_epoch` keeps in eval mode (their BatchNorm statistics stay)."""
+    frozen = [getattr(model, name) for name in WEIGHT_DECAY if train_only and name not in train_only]
+    for module in frozen:
+        module.requires_grad_(False)
+    return frozen
 
 
 def seed_worker(worker_id: int) -> None:
@@ -119,7 +129,8 @@ class Trainer:
         if config.init_pth:
             self.log(init_from_checkpoint(self.model, config.init_pth, trust=config.trust_checkpoint))
         self.model.to(self.device)
-        self.optimizer = build_optimizer(self.model, config.lr)
+        self.frozen = freeze_modules(self.model, config.train_only)
+        self.optimizer = build_optimizer(self.model, config.lr, config.train_only)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.lr_step,
                                                          gamma=config.lr_gamma)
         self.start_epoch = 1
@@ -230,6 +241,8 @@ class Trainer:
 
         cfg = self.config
         self.net.train()
+        for module in self.frozen:
+            module.eval()
         n_iters = len(loader) if cfg.max_iters_per_epoch is None else min(len(loader), cfg.max_iters_per_epoch)
         exit_at = _debug_exit_point()
         sums = {k: 0.0 for k in MEAN_STATS}
