@@ -376,6 +376,7 @@ class BackbonePretrainer:
         except DatasetError:
             self.log(f"no saliency test split in {root}: no saliency validation")
             return train, ([], [])
+        self.saliency_val_name = test.name
         picks = np.linspace(0, len(test) - 1, min(cfg.val_images, len(test))).round().astype(int)
         dsize = (cfg.size[1], cfg.size[0])
         images, masks = [], []
@@ -477,7 +478,7 @@ class BackbonePretrainer:
                     self.history.append(record)
                     self.log(f"step {self.step}/{cfg.steps}: loss {record['loss']:.4f}"
                              + (f", held-out IoU {record['val_iou']:.3f}" if "val_iou" in record else "")
-                             + (f", {saliency.name.replace('-TR', '-TE')} IoU {record['saliency_val_iou']:.3f}"
+                             + (f", {self.saliency_val_name} IoU {record['saliency_val_iou']:.3f}"
                                 if "saliency_val_iou" in record else ""))
                 if self.step % cfg.checkpoint_every == 0 or done:
                     self._save_state()
