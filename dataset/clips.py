@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Tuple
 
 import cv2
@@ -211,16 +211,17 @@ def _object_frames(image: np.ndarray, mask: np.ndarray, config: ClipConfig, rng:
     return np.stack(frames), np.stack(masks)
 
 
-def _distractor(pair: Pair, config: ClipConfig, rng: np.random.Generator) -> Pair:
-    """The second object cut to its box, resized to a random fraction of the frame, placed at random."""
-    image, mask = pair
+def place_object(image: np.ndarray, mask: np.ndarray, size: Tuple[int, int], scale: Tuple[float, float],
+                 rng: np.random.Generator) -> Pair:
+    """The object of ``mask`` cut to its box, resized so that it fills a random fraction in ``scale`` of the
+    (H, W) = ``size`` frame's limiting side, placed at random on an empty (zero) frame: (frame, its mask)."""
     ys, xs = np.nonzero(mask)
-    h, w = config.size
+    h, w = size
     if not len(ys):
         return np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.uint8)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     obj, obj_mask = image[y0:y1, x0:x1], mask[y0:y1, x0:x1]
-    frac = rng.uniform(*config.distractor_scale)
+    frac = rng.uniform(*scale)
     k = frac * min(h / obj.shape[0], w / obj.shape[1])
     oh, ow = max(1, int(obj.shape[0] * k)), max(1, int(obj.shape[1] * k))
     obj = cv2.resize(obj, (ow, oh), interpolation=cv2.INTER_AREA)
@@ -252,7 +253,7 @@ def make_clip(target: Pair, config: ClipConfig, rng: np.random.Generator, backgr
                                        config.rotate, config.scale, config.shear, config.tps)
     side, layer_masks = None, None
     if distractor is not None and rng.random() < config.p_distractor:
-        obj, obj_mask = _distractor(distractor, config, rng)
+        obj, obj_mask = place_object(*distractor, config.size, config.distractor_scale, rng)
         layers, layer_masks = _object_frames(obj, obj_mask, config, rng, cv2.BORDER_CONSTANT, config.translate,
                                              config.rotate, config.scale, config.shear, 0.0)
         side = "front" if rng.random() < config.p_occlude else "behind"
@@ -286,8 +287,6 @@ class SaliencyClipSet(torch.utils.data.Dataset):
 
     def __init__(self, images, *, seq_len: int = 6, size: Tuple[int, int] = (240, 432),
                  clip: Optional[ClipConfig] = None, samples_per_epoch: int = 2000, seed: int = 0):
-        from dataclasses import replace
-
         if samples_per_epoch < 1:
             raise ConfigError(f"samples per epoch must be >= 1, got {samples_per_epoch}")
         if int(seed) < 0:

@@ -190,24 +190,12 @@ def flip_and_jitter(image: np.ndarray, mask: np.ndarray, rng: np.random.Generato
 
 def paste_object(image: np.ndarray, mask: np.ndarray, background: np.ndarray,
                  rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
-    """``image``'s object (``mask``) cut to its box, scaled to 30-90 % of the background's smaller side ratio and
-    pasted at a random place on ``background`` (same size as the output): the new frame and its mask."""
-    h, w = background.shape[:2]
-    ys, xs = np.nonzero(mask)
-    if not len(ys):
-        return background.copy(), np.zeros((h, w), np.uint8)
-    obj, obj_mask = image[ys.min():ys.max() + 1, xs.min():xs.max() + 1], mask[ys.min():ys.max() + 1,
-                                                                              xs.min():xs.max() + 1]
-    k = rng.uniform(0.3, 0.9) * min(h / obj.shape[0], w / obj.shape[1])
-    oh, ow = max(1, int(obj.shape[0] * k)), max(1, int(obj.shape[1] * k))
-    obj = cv2.resize(obj, (ow, oh), interpolation=cv2.INTER_AREA)
-    obj_mask = cv2.resize(obj_mask, (ow, oh), interpolation=cv2.INTER_NEAREST)
-    y, x = int(rng.integers(0, h - oh + 1)), int(rng.integers(0, w - ow + 1))
-    out, out_mask = background.copy(), np.zeros((h, w), np.uint8)
-    region = out[y:y + oh, x:x + ow]
-    region[obj_mask > 0] = obj[obj_mask > 0]
-    out_mask[y:y + oh, x:x + ow] = obj_mask
-    return out, out_mask
+    """``image``'s object (``mask``) cut to its box, scaled to fill 30-90 % of the background's limiting side and
+    pasted at a random place on ``background`` (the output's size): the new frame and its mask."""
+    from dataset.clips import place_object
+
+    layer, layer_mask = place_object(image, mask, background.shape[:2], (0.3, 0.9), rng)
+    return np.where(layer_mask[..., None] > 0, layer, background), layer_mask
 
 
 def to_batch(images: List[np.ndarray], masks: List[np.ndarray]) -> Tuple[Tensor, Tensor]:
