@@ -218,7 +218,7 @@ def synthetic_frames(height: int, width: int, seed: int = 0) -> Tuple[np.ndarray
 
 COMPUTE_POLICY = PolicyConfig("gate", 1.0)  # P_gate > 1 never holds: every frame computes
 REUSE_POLICY = PolicyConfig("gate", -1.0)  # every frame reuses
-WARP_POLICY = PolicyConfig.of("warp-every-k", k=10**9)  # every frame warps
+WARP_POLICY = PolicyConfig.of("warp-every-k", k=10**9, refine="guided")  # every frame warps, guided filter
 SPARSE_POLICY = PolicyConfig("sparse-gate", -1.0)  # every frame takes the sparse path
 
 
