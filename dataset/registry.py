@@ -38,7 +38,7 @@ def resolve_root(flag_value: Optional[str], env_var: str, what: str) -> str:
     """The dataset root from its flag, else from the environment variable, else a clear error."""
     value = flag_value or os.environ.get(env_var)
     if not value:
-        flag = "--davis-root" if env_var == "DAVIS_ROOT" else "--ytvos-root"
+        flag = "--" + env_var.lower().replace("_", "-")  # DAVIS_ROOT -> --davis-root, SALIENCY_ROOT -> ...
         raise ConfigError(f"no {what} root given: pass {flag} DIR or set {env_var}")
     return value
 

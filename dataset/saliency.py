@@ -17,7 +17,6 @@ both splits. Errors name the file and the problem in one line.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -26,6 +25,7 @@ import numpy as np
 
 from base.errors import ConfigError, DatasetError
 from base.io import read_image_grey, read_image_rgb
+from dataset.registry import resolve_root
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 MASK_THRESHOLD = 128
@@ -53,11 +53,7 @@ LAYOUTS = (
 
 def resolve_saliency_root(flag_value: Optional[str]) -> Path:
     """The saliency root from ``--saliency-root``, else ``$SALIENCY_ROOT``, else a one-line error."""
-    value = flag_value or os.environ.get("SALIENCY_ROOT")
-    if not value:
-        raise ConfigError("no saliency root given: pass --saliency-root DIR or set SALIENCY_ROOT "
-                          "(DUTS: shared/data/saliency/README.md)")
-    root = Path(value)
+    root = Path(resolve_root(flag_value, "SALIENCY_ROOT", "saliency"))
     if not root.is_dir():
         raise DatasetError("saliency root not found (is --saliency-root / SALIENCY_ROOT right?)", root)
     return root

@@ -147,10 +147,12 @@ class TrainConfig(RunFolders):
         object.__setattr__(self, "dset", DATASET_ALIASES.get(self.dset, self.dset))
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
         object.__setattr__(self, "train_only", tuple(str(s) for s in self.train_only))
-        groups = ("convGS", "Tmatching", "Convert_Diff", "refiner")
-        unknown = [g for g in self.train_only if g not in groups]
-        if unknown:
-            raise ConfigError(f"--train-only {','.join(unknown)}: choose from {', '.join(groups)}")
+        if self.train_only:
+            from trainers.loop import WEIGHT_DECAY  # the optimiser's parameter groups
+
+            unknown = [g for g in self.train_only if g not in WEIGHT_DECAY]
+            if unknown:
+                raise ConfigError(f"--train-only {','.join(unknown)}: choose from {', '.join(WEIGHT_DECAY)}")
         object.__setattr__(self, "holdout", tuple(str(s) for s in self.holdout))
         if self.synthetic_size is not None:
             object.__setattr__(self, "synthetic_size", tuple(int(s) for s in self.synthetic_size))
