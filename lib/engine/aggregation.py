@@ -32,3 +32,30 @@ def soft_aggregate(probs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     labels = scores.max(dim=0).indices  # = argmax (first maximum), several times faster over dim 0 on CPU
     keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(0, labels.unsqueeze(0), True)
     return labels, scores * keep
+
+
+
+def odds_aggregate(pairs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Merge per-object probabilities as TTVOS does (the official ``softmax_aggregate``).
+
+    With c = clamp to [1e-7, 1 - 1e-7]: background b = min_k of the objects' background probabilities; the
+    odds c(b) / c(1 - b) of the background and c(p_k[1]) / c(p_k[0]) of each object, divided by their sum,
+    are the merged probabilities a_0 (background), a_1, ..., a_N; label = argmax (ties to the lower channel).
+    For one object a_1 is about p^2 / (p^2 + (1 - p)^2): sharper than p. Same operations, same order as the
+    official code.
+
+    Args:
+        pairs: (N, 2, H, W) each object's softmax [background, object], N >= 1.
+
+    Returns:
+        labels: (H, W) int64, 0 = background, k = object k (1-based, input order).
+        merged: (N + 1, H, W) the merged probabilities a (they sum to 1 over channels); object k's state
+        update takes [1 - a_k, a_k].
+    """
+    def c(t: torch.Tensor) -> torch.Tensor:
+        return t.clamp(EPS, 1 - EPS)
+
+    background = pairs[:, 0].min(dim=0).values
+    odds = torch.stack([c(background) / c(1 - background)] + [c(pair[1]) / c(pair[0]) for pair in pairs], dim=0)
+    merged = odds / odds.sum(dim=0, keepdim=True)
+    return merged.max(dim=0).indices, merged

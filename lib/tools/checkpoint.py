@@ -39,6 +39,8 @@ from base.errors import CheckpointError, ConfigError, ReuseVOSError
 from base.io import atomic_path
 from models.gfrtm import GFRTM
 from models.tile_gate import TileGate
+from models.ttvos import TTVOS
+from models.ttvos_backbones import TTVOS_BACKBONES
 from models.warp_corrector import WarpCorrector
 
 PathLike = Union[str, Path]
@@ -47,8 +49,15 @@ StateDict = Dict[str, Tensor]
 PROJECT_FORMAT = "reuse-vos"
 WARP_CORRECTOR_KIND = "warp-corrector"
 TILE_GATE_KIND = "tile-gate"
+TTVOS_KIND = "ttvos"
+OFFICIAL_TTVOS_PREFIX = "vos."
+# one key (and its shape) that tells the official TTVOS backbones apart
+_TTVOS_SIGNATURES = {"backbone.stage4.0.fuse_layers.0.1.0.weight": "hrnetv2Sv1",
+                     "backbone.layer0.0.0.weight": "mobileNetV3Larges16",
+                     "backbone.layer4.0.conv1.weight": "resnet18s16",
+                     "backbone.layer3.5.conv3.weight": "resnet50s16"}
 FORMAT_VERSION = 1
-OFFICIAL_MODULES = ("lib", "model", "__main__")
+OFFICIAL_MODULES = ("lib", "model", "__main__", "utils")  # G-FRTM: lib.utils; TTVOS: utils.stats
 BACKBONE_KEY = "backbone_weights"
 TRUST_HINT = "pass --trust-checkpoint (trust=True) only for files from a trusted source"
 # First bytes of a legacy (pre-zip) torch.save file: pickle protocol 2, then the magic number as a long.
@@ -565,6 +574,59 @@ def load_tile_gate(path: PathLike) -> TileGate:
     """The :class:`TileGate` of a file written by :func:`save_tile_gate` (``train.py --stage tile-gate``)."""
     return _load_module(path, TILE_GATE_KIND, TileGate,
                         "train it with train.py --stage tile-gate, or pass --tile-gate PATH")
+
+
+def save_ttvos(path: PathLike, model: TTVOS, /, **extra: Any) -> None:
+    """Write a :class:`TTVOS` (weights and constructor arguments, ``kind: 'ttvos'``) in the project format."""
+    _save_module(path, model, TTVOS_KIND, extra)
+
+
+def _ttvos_backbone_of(state: Mapping[str, Tensor], path: Path) -> str:
+    for key, name in _TTVOS_SIGNATURES.items():
+        if key in state:
+            return name
+    raise CheckpointError(f"not a TTVOS state dict: none of the backbones {', '.join(TTVOS_BACKBONES)} "
+                          f"matches its keys (first: {_abbrev(list(state))})", path)
+
+
+def load_ttvos(path: PathLike, trust: bool = False) -> TTVOS:
+    """The :class:`TTVOS` of a file, in eval mode on the CPU.
+
+    Accepted: the project format (:func:`save_ttvos`); an official TTVOS training checkpoint
+    (``{'net': VOS state dict with 'vos.' keys, 'epoch', 'optimizer', ...}``; ``trust`` where it pickles
+    objects); a bare state dict with or without the ``vos.`` prefix. The backbone is read from the keys
+    (official files do not name it), the query group size from the project file (official: 4, the
+    ``--ltG`` default).
+
+    Raises:
+        CheckpointError: missing or unreadable file, not TTVOS weights, or weights that do not fit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("TTVOS checkpoint file not found", path)
+    obj, _ = _torch_load(path, trust)
+    config: Dict[str, Any] = {}
+    if isinstance(obj, Mapping) and obj.get("format") == PROJECT_FORMAT:
+        if obj.get("kind") != TTVOS_KIND:
+            raise CheckpointError(f"not a TTVOS model file (it is {obj.get('kind', 'a G-FRTM model file')})", path)
+        state, config = obj.get("model"), dict(obj.get("module_config", {}))
+    elif isinstance(obj, Mapping) and isinstance(obj.get("net"), Mapping):
+        state = obj["net"]
+    else:
+        state = obj
+    if not _is_state_dict(state):
+        raise CheckpointError("no TTVOS weights found: expected a state dict of tensors or a dict with a 'net' "
+                              "state dict", path)
+    if all(k.startswith(OFFICIAL_TTVOS_PREFIX) for k in state):
+        state = {k[len(OFFICIAL_TTVOS_PREFIX):]: v for k, v in state.items()}
+    config.setdefault("backbone", _ttvos_backbone_of(state, path))
+    try:
+        model = TTVOS(**config)
+        model.load_state_dict(state, strict=True)
+    except (TypeError, ValueError, RuntimeError, KeyError, ConfigError) as err:
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"TTVOS weights do not fit ({err.__class__.__name__}: {first})", path) from None
+    return model.eval()
 
 
 @functools.lru_cache(maxsize=8)
