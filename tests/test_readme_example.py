@@ -1,5 +1,5 @@
-"""The README's code examples run as written: the library example on a small mp4 with the shipped model, and the
-example policy plug-in (registered into a copy of the registry)."""
+"""The documentation's code examples run as written: the README's library example on a small mp4 with the shipped
+model, and the example policy plug-in of docs/policies.md (registered into a copy of the registry)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ from lib.engine.policies import ObjectFrame, PolicyConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _python_blocks() -> list:
-    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+DOCS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 
 
-def _block(marker: str) -> str:
-    found = [b for b in _python_blocks() if marker in b]
-    assert len(found) == 1, f"the README has {len(found)} python blocks with {marker!r}"
+def _block(marker: str) -> tuple:
+    """The one python block of the README and docs/*.md that contains ``marker``, and its file's name."""
+    found = [(block, path.relative_to(ROOT).as_posix()) for path in DOCS
+             for block in re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S) if marker in block]
+    assert len(found) == 1, f"the README and docs/ have {len(found)} python blocks with {marker!r}"
     return found[0]
 
 
@@ -43,7 +44,7 @@ def test_the_library_example_segments_a_video_file(tmp_path, monkeypatch, capsys
     mask[30:70, 40:90] = 1
     write_index_png(tmp_path / "first_mask.png", mask)
     monkeypatch.chdir(tmp_path)
-    exec(compile(_block("open_custom_video"), "README.md", "exec"), {"__name__": "readme"})
+    exec(compile(*_block("open_custom_video"), "exec"), {"__name__": "readme"})
     written = sorted((tmp_path / "masks").glob("*.png"))
     assert [p.stem for p in written] == [f"{i:05d}" for i in range(frames)]
     labels = [read_index_png(p) for p in written]
@@ -58,7 +59,7 @@ def test_the_library_example_segments_a_video_file(tmp_path, monkeypatch, capsys
 def test_the_example_policy_is_one_class(monkeypatch):
     monkeypatch.setattr(policies, "_REGISTRY", dict(policies._REGISTRY))
     namespace: dict = {"__name__": "readme_policy"}
-    exec(compile(_block("@register"), "README.md", "exec"), namespace)
+    exec(compile(*_block("@register"), "exec"), namespace)
     config = PolicyConfig.of("gate-limit", 0.5, max_reuse=2)
     policy = config.create()
     assert policy.decide(ObjectFrame(1, 3, 2, p_gate=0.9)) is TRANSLATE
