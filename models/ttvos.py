@@ -100,7 +100,7 @@ class GlobalContextMemory(nn.Module):
         b, _, h, w = x.shape
         key = self.conv_key(x).view(b, -1, h * w)
         value = self.conv_val(x).view(b, -1, h * w)
-        return torch.softmax(torch.bmm(key, value.transpose(1, 2)) / math.sqrt(h * w), dim=-1)
+        return torch.softmax(torch.bmm(key, value.transpose(1, 2)).mul(1.0 / math.sqrt(h * w)), dim=-1)
 
 
 class GlobalContextQuery(nn.Module):
@@ -124,17 +124,16 @@ class GlobalContextQuery(nn.Module):
         return F.relu(self.blend(torch.cat([feat, attended], dim=1)))
 
 
-class ConvRelu(nn.Module):
-    """Convolution (with bias) + ReLU; the official decoder's building block (parameters under ``conv``)."""
+class ConvRelu(nn.Sequential):
+    """Convolution (with bias) + ReLU, the official decoder's building block: children ``conv`` and ``naf``
+    (a ReLU module, which the official FLOP counter counts), Kaiming-uniform weights, zero bias."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2)
+        self.add_module("conv", nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2))
+        self.add_module("naf", nn.ReLU())
         nn.init.kaiming_uniform_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.conv(x))
 
 
 @dataclass

@@ -16,6 +16,11 @@ and matmul FLOPs depend on shapes only, so this is exact.
 CLI: per-module GFLOPs of the full and the reuse path for one frame and one object::
 
     python -m lib.tools.flops --ftext resnet18 --size 480 854 [--json] [--device meta|cpu|cuda]
+
+and of TTVOS (per frame and its parts, plus the figure the official TTVOS README reports: its counter on the
+official test.py's dummy call, see :func:`official_module_flops`)::
+
+    python -m lib.tools.flops --net ttvos --backbone hrnetv2Sv1 --size 480 854
 """
 
 from __future__ import annotations
@@ -171,6 +176,109 @@ def path_flops(ftext: str = "resnet18", size: Sequence[int] = (480, 854), c_chan
             "official_count": official}
 
 
+_RELU_LIKE = (torch.nn.ReLU, torch.nn.PReLU, torch.nn.ELU, torch.nn.LeakyReLU, torch.nn.ReLU6)
+
+
+def _module_flops(module: torch.nn.Module, inputs, output) -> int:
+    """One call's count under the official TTVOS counter's rules (0 for a module it does not count)."""
+    x = inputs[0]
+    if isinstance(module, torch.nn.Conv2d):
+        positions = x.shape[0] * output.shape[2] * output.shape[3]
+        per_position = 2 * module.kernel_size[0] * module.kernel_size[1] * module.in_channels * (
+            module.out_channels // module.groups)
+        return positions * per_position + (module.out_channels * positions if module.bias is not None else 0)
+    if isinstance(module, torch.nn.ConvTranspose2d):  # counted per *input* position
+        positions = x.shape[0] * x.shape[2] * x.shape[3]
+        per_position = 2 * module.kernel_size[0] * module.kernel_size[1] * module.in_channels * (
+            module.out_channels // module.groups)
+        return positions * per_position + (module.out_channels * positions if module.bias is not None else 0)
+    if isinstance(module, _RELU_LIKE) or isinstance(module, torch.nn.AvgPool2d):
+        return x.numel()
+    if isinstance(module, torch.nn.BatchNorm2d):
+        return x.numel() * (2 if module.affine else 1)
+    if isinstance(module, torch.nn.Linear):
+        return x.shape[0] * x.shape[1] * output.shape[1]
+    if isinstance(module, torch.nn.Upsample):
+        return output.numel() * (2 if module.mode == "bilinear" else 1)
+    return 0
+
+
+def official_module_flops(model: torch.nn.Module, fn) -> int:
+    """FLOPs of ``fn()`` as the official TTVOS code's counter (``utils/flops_counter.py``) counts them: forward
+    hooks on modules only, so functional calls (``F.relu``, ``F.avg_pool2d``, interpolation, softmax, bmm)
+    count 0; a convolution 2 k_h k_w C_in C_out / groups per output position plus its bias, a transposed
+    convolution the same per *input* position, a ReLU-like or AvgPool2d module the input's size, BatchNorm
+    twice that (affine), Upsample the output's size (x2 bilinear). Each call of a module counts (a shared ReLU
+    module too). The official README's "GMac" figure is this count / 2 / 1e9."""
+    total = [0]
+
+    def hook(module, inputs, output):
+        total[0] += _module_flops(module, inputs, output)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        fn()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total[0]
+
+
+@torch.inference_mode()
+def ttvos_flops(backbone: str = "hrnetv2Sv1", size: Sequence[int] = (480, 854), device: str = "meta") -> Dict:
+    """GFLOPs of TTVOS: per tracked frame and object (``torch.utils.flop_counter``, as every count of this
+    project), its parts, and the official README's figure: the official counter on ``test.py``'s dummy call
+    (a 2-frame clip at ``size`` padded to a multiple of 16, a 100x100 box on frame 0: one initialisation, one
+    tracked frame and its state update), in GMac."""
+    from models.ttvos import TTVOS, count_parameters
+
+    model = TTVOS(backbone).eval().to(device)
+    height, width = (-(-int(s) // 16) * 16 for s in size)
+    image = torch.zeros(1, 3, height, width, device=device)
+    mask = torch.zeros(1, 1, height, width, device=device)
+    mask[..., :100, :100] = 1
+    parts: Dict[str, float] = {}
+
+    def count(name, fn):
+        with FlopCounterMode(display=False) as counter:
+            out = fn()
+        parts[name] = counter.get_total_flops() / 1e9
+        return out
+
+    feats = count("backbone", lambda: model.features(image))
+    state = count("first_frame_template", lambda: model.init_state(feats, mask))
+    count("template_attention", lambda: model.attend(feats, state))
+    out = count("head", lambda: model(feats, state))
+    prob = torch.softmax(out.logits, dim=1)
+    count("state_update", lambda: model.update(feats, prob, state, out.update_weight))
+    parts["refine_decoder"] = parts["head"] - parts["template_attention"]
+
+    def dummy():
+        f0 = model.features(image)
+        st = model.init_state(f0, mask)
+        f1 = model.features(image)
+        o = model(f1, st)
+        model.update(f1, torch.softmax(o.logits, dim=1), st, o.update_weight)
+
+    official = official_module_flops(model, dummy) if device != "meta" else None
+    per_frame = parts["backbone"] + parts["head"] + parts["state_update"]
+    return {"net": "ttvos", "backbone": backbone, "size": [int(size[0]), int(size[1])], "padded": [height, width],
+            "parts": parts, "tracked_frame": per_frame, "parameters": count_parameters(model),
+            "official_gmac_dummy": official / 2e9 if official is not None else None}
+
+
+def format_ttvos_flops(result: Dict[str, object]) -> str:
+    parts: Dict[str, float] = result["parts"]  # type: ignore[assignment]
+    lines = [f"TTVOS {result['backbone']} at {result['size'][0]}x{result['size'][1]} (padded to "
+             f"{result['padded'][0]}x{result['padded'][1]}), GFLOPs (torch.utils.flop_counter):"]
+    lines += [f"  {name:<22} {value:9.4f}" for name, value in parts.items()]
+    lines.append(f"  {'tracked frame':<22} {result['tracked_frame']:9.4f}   (backbone + head + state update)")
+    lines.append(f"parameters: {result['parameters'] / 1e6:.2f} M")
+    if result.get("official_gmac_dummy") is not None:
+        lines.append(f"official counter on test.py's dummy call (2 frames): {result['official_gmac_dummy']:.2f} GMac")
+    return "\n".join(lines)
+
+
 def format_path_flops(result: Dict[str, object]) -> str:
     modules: Dict[str, float] = result["modules"]  # type: ignore[assignment]
     full_only = {"backbone_deep", "target_model_apply", "refiner_deep_stages"}
@@ -192,7 +300,12 @@ def format_path_flops(result: Dict[str, object]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="GFLOPs of the G-FRTM full and reuse paths (one frame, one object)")
+    from models.ttvos_backbones import TTVOS_BACKBONES
+
+    parser = argparse.ArgumentParser(description="GFLOPs of the G-FRTM full and reuse paths (one frame, one object), "
+                                                 "or of TTVOS (--net ttvos)")
+    parser.add_argument("--net", choices=("gfrtm", "ttvos"), default="gfrtm", help="base network")
+    parser.add_argument("--backbone", choices=TTVOS_BACKBONES, default="hrnetv2Sv1", help="--net ttvos: its backbone")
     add_backbone_flags(parser, ftext_default="resnet18", pretrained_choices=())
     parser.add_argument("--size", type=int, nargs=2, default=[480, 854], metavar=("H", "W"))
     parser.add_argument("--c-channels", type=int, default=96, help="target-model width (evaluation: 96)")
@@ -202,6 +315,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if min(args.size) < 32:
         raise ConfigError(f"--size must be at least 32x32 (the backbone's stride), got {args.size[0]}x{args.size[1]}")
+    if args.net == "ttvos":
+        device = "cpu" if args.device == "meta" else args.device  # the official counter needs real tensors
+        result = ttvos_flops(args.backbone, args.size, device)
+        print(json.dumps(result, indent=2) if args.json else format_ttvos_flops(result))
+        return 0
     result = path_flops(args.ftext, args.size, args.c_channels, args.device)
     print(json.dumps(result, indent=2) if args.json else format_path_flops(result))
     return 0

@@ -149,3 +149,24 @@ def test_flop_meter_adds_counts_made_outside_torch():
         nn.Conv2d(1, 1, 1)(torch.randn(1, 1, 2, 2))
         meter.add("flow", 1)  # adding inside a count is kept apart from the torch count
     assert meter.by_component["flow"] == 201 and meter.by_component["conv"] == 8
+
+
+# The official TTVOS README's FLOP and parameter columns, which its own counter gives on test.py's dummy call
+# (2 frames at 480x854, padded to 480x864); MobileNetV3: 7.55 with the official code here, 7.56 in its README.
+TTVOS_README = {"hrnetv2Sv1": (10.61, 1.61), "mobileNetV3Larges16": (7.55, 3.66),
+                "resnet18s16": (55.23, 12.45), "resnet50s16": (83.86, 14.80)}
+
+
+@pytest.mark.parametrize("backbone", [
+    "hrnetv2Sv1", "mobileNetV3Larges16",
+    pytest.param("resnet18s16", marks=pytest.mark.slow), pytest.param("resnet50s16", marks=pytest.mark.slow)])
+def test_ttvos_counts_reproduce_the_official_readme(backbone):
+    from lib.tools.flops import ttvos_flops
+
+    result = ttvos_flops(backbone, (480, 854), "cpu")
+    gmac, params = TTVOS_README[backbone]
+    assert round(result["official_gmac_dummy"], 2) == gmac
+    assert round(result["parameters"] / 1e6, 2) == params
+    parts = result["parts"]
+    assert result["tracked_frame"] == pytest.approx(parts["backbone"] + parts["head"] + parts["state_update"])
+    assert parts["refine_decoder"] == pytest.approx(parts["head"] - parts["template_attention"])
