@@ -118,7 +118,8 @@ def segment_video(video: CustomVideo, args, out_dir: Path) -> Dict[str, object]:
     return {
         "video": str(video.source), "mask": video.mask.how, "objects": list(video.mask.object_ids),
         "size": [height, width], "network_size": list(size) if size else [height, width],
-        "model": str(args.model), "backbone": model.ftext, "pretrained": loaded.pretrained,
+        "model": str(args.model), "base": engine.base.name, "backbone": engine.base.backbone_name,
+        "pretrained": loaded.pretrained,
         "device": str(device), "policy": policy.label(), "tau": policy.tau, "overlap_io": overlap, **measured,
         "reused_object_frames": stats.reused_object_frames, "tracked_object_frames": stats.tracked_object_frames,
         "paths": {obj: o["paths"] for obj, o in record["objects"].items()},

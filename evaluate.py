@@ -107,13 +107,14 @@ def model_mode(args) -> int:
     target = TargetModelConfig.eval_fast() if args.tm_iters == "fast" else TargetModelConfig.eval_full()
     out_dir = Path(args.out or f"results/{args.dset}-{Path(args.model).stem}-{args.policy}")
     scored = args.dset in SCORED_DATASETS
-    setup = {"model": Path(args.model).name, "backbone": model.ftext, "pretrained": loaded.pretrained,
-             "device": str(device), "threads": torch.get_num_threads() if device.type == "cpu" else None,
-             "tm_iters": args.tm_iters, "amp": args.amp, "size": list(size) if size else None,
-             "compile": list(args.compile)}
     engine = InferenceEngine(model, backbone, EngineConfig(target=target, seed=args.seed, amp=args.amp, size=size,
                                                            compile=args.compile),
                              device, count_flops=not args.no_flops)
+    setup = {"model": Path(args.model).name, "base": engine.base.name, "backbone": engine.base.backbone_name,
+             "pretrained": loaded.pretrained, "device": str(device),
+             "threads": torch.get_num_threads() if device.type == "cpu" else None,
+             "tm_iters": args.tm_iters, "amp": args.amp, "size": list(size) if size else None,
+             "compile": list(args.compile)}
     runs = []
     for policy in policies:
         spec = RunSpec(args.dset, out_dir, scored,

@@ -351,7 +351,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     train_skipping = engine.config.target.train_skipping
     with torch.inference_mode():
         image1 = engine.frame_tensor(frame1)
-        feats1 = engine.deep_features(engine.frame_features(image1), (height, width))
+        feats1 = engine.base.deep_features(engine.base.frame_features(image1), (height, width))
 
     # The session before the computed frame that runs CG: train_skipping - 2 computed frames after init
     # (init's own apply counts as one, spec 6.3 item 18), run untimed.
@@ -365,7 +365,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     memory_after_cg = target.memory.current_size + 1
 
     with torch.inference_mode():
-        score = engine.target_score(scene.session("compute").objects[1].target, feats1["layer4"])
+        score = engine.base.target_score(scene.session("compute").objects[1].target, feats1["layer4"])
         tpl_s = model.match(feats1["layer3"], initial.prev_score, initial.template)
         soft_mask = torch.from_numpy(mask0).to(dev).float()[None, None]
     applied = scene.session("compute").objects[1].target  # apply() only counts frames and caches its projection
@@ -384,7 +384,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
 
     def applied_before_update() -> ObjectState:
         state = before_cg.clone().objects[1]
-        engine.target_score(state.target, feats1["layer4"])  # frame_count becomes a multiple of 8
+        engine.base.target_score(state.target, feats1["layer4"])  # frame_count becomes a multiple of 8
         return state
 
     def update(state: ObjectState) -> None:
@@ -420,7 +420,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
         "template_matching_gate": (inference(lambda: float(model.reuse_probability(
             model.gate_logits(model.match(feats1["layer3"], initial.prev_score, initial.template)).float())[0])),
             None),
-        "target_model_apply": (inference(lambda: engine.target_score(applied, feats1["layer4"])), None),
+        "target_model_apply": (inference(lambda: engine.base.target_score(applied, feats1["layer4"])), None),
         "refiner_full": (inference(lambda: model.shallow(model.deep(score, feats1["layer5"], feats1["layer4"]),
                                                          score, feats1["layer3"], feats1["layer2"], size_hw)), None),
         "refiner_reuse": (inference(refine_reuse), None),

@@ -1,6 +1,6 @@
-"""Multi-object merging by soft aggregation (FRTM's, used unchanged by G-FRTM).
+"""Multi-object merging: FRTM's soft aggregation (G-FRTM) and TTVOS's odds aggregation.
 
-For N object probability maps p_k: clamp to [1e-7, 1 - 1e-7]; background p_0 = min_k (1 - p_k);
+Soft aggregation: for N object probability maps p_k: clamp to [1e-7, 1 - 1e-7]; background p_0 = min_k (1 - p_k);
 scores = softmax over the N+1 channels of the odds p / (1 - p); label = argmax; the merged mask of
 channel k keeps its score where the label is k and is 0 elsewhere. With one object, the label is the
 object iff its probability exceeds 0.5.
@@ -8,9 +8,10 @@ object iff its probability exceeds 0.5.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 EPS = 1e-7
 
@@ -59,3 +60,11 @@ def odds_aggregate(pairs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     odds = torch.stack([c(background) / c(1 - background)] + [c(pair[1]) / c(pair[0]) for pair in pairs], dim=0)
     merged = odds / odds.sum(dim=0, keepdim=True)
     return merged.max(dim=0).indices, merged
+
+
+def upsample_probs(probs: Dict[int, torch.Tensor], size: Sequence[int]) -> Dict[int, torch.Tensor]:
+    """Each (h, w) probability bilinearly resized to ``size`` (unchanged when already there): the maps that are
+    merged at a frame's own size when the networks ran at another."""
+    return {obj_id: p if tuple(p.shape) == tuple(size) else
+            F.interpolate(p[None, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+            for obj_id, p in probs.items()}

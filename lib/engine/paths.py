@@ -1,8 +1,9 @@
 """The paths an object can take on a tracked frame, each with its one-letter code.
 
-A path says how an object's probability map on a frame is produced. The engine runs whichever path the
+A path says how an object's probability map on a frame is produced. The session runs whichever path the
 object's policy chose by calling :attr:`PathKind.run`; it never tests a path's or a policy's name. The
-three built-in paths:
+three built-in paths (compute and translate run the base network's full and reuse paths through its seam,
+:class:`~lib.engine.bases.base.BaseNetwork`):
 
 ==========  ====  ===================================================================================
 compute     C     deep backbone (once per frame, shared by the objects), target-model score, all refiner
@@ -28,7 +29,7 @@ from torch import Tensor
 from base.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lib.engine.core import FrameContext, ObjectState
+    from lib.engine.state import FrameContext, ObjectState
 
 # run(ctx, obj, tpl_s) -> (probability (H, W), logits (1, 1, H, W) or None)
 PathRun = Callable[["FrameContext", "ObjectState", Optional[Tensor]], Tuple[Tensor, Optional[Tensor]]]
@@ -84,12 +85,12 @@ def path_by_code(code: str) -> PathKind:
 
 
 def _compute(ctx: FrameContext, obj: ObjectState, tpl_s: Optional[Tensor]):
-    return ctx.engine.run_compute(ctx, obj)
+    return ctx.engine.base.run_compute(ctx, obj)
 
 
 def _translate(ctx: FrameContext, obj: ObjectState, tpl_s: Optional[Tensor]):
     assert tpl_s is not None, "the translate path needs template matching (Policy.needs_matching)"
-    return ctx.engine.run_translate(ctx, obj, tpl_s)
+    return ctx.engine.base.run_translate(ctx, obj, tpl_s)
 
 
 def _copy(ctx: FrameContext, obj: ObjectState, tpl_s: Optional[Tensor]):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -19,9 +19,13 @@ import torch
 from torch import Tensor
 
 from base.errors import ConfigError
-from lib.engine.core import FrameContext, InferenceEngine, ObjectState, aggregate_objects, labels_at, upsample_probs
+from lib.engine.aggregation import upsample_probs
 from lib.engine.paths import PathKind
 from lib.engine.policies import ObjectFrame, PolicyConfig
+from lib.engine.state import FrameContext, ObjectState
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lib.engine.core import InferenceEngine
 
 Masks = Union[Mapping[int, np.ndarray], np.ndarray, None]
 
@@ -49,7 +53,7 @@ class FrameResult:
             frame (compute or translate path; not copy, not objects starting on this frame).
         probs: object id -> (h, w) probability that entered the merge (objects starting on this frame:
             their given mask; older objects: masked by the new objects' masks).
-        merged: object id -> (h, w) merged soft mask (soft aggregation), the target models' label.
+        merged: object id -> (h, w) merged map (the base network's aggregation), what its online state learns from.
         paths: object id -> path, for the objects tracked on this frame.
         p_reuse: object id -> P_gate, for the tracked objects whose policy evaluated the gate.
     """
@@ -134,6 +138,7 @@ class InferenceSession:
         self.engine = engine
         self.policy_config = policy
         self.policy = policy.create()
+        engine.base.check_policy(self.policy)
         self.name = name
         self.index = 0  # index of the next frame
         self.objects: Dict[int, ObjectState] = {}
@@ -188,14 +193,14 @@ class InferenceSession:
             image_size = tuple(image_t.shape[-2:])
             feats = None  # tracked objects alone: computed when a path first needs them (FrameContext.feats)
             if masks:
-                feats = engine.frame_features(image_t)
+                feats = engine.base.frame_features(image_t)
                 init_start = time.perf_counter()
-                engine.deep_features(feats, image_size)
+                engine.base.prepare_init(feats, image_size)
                 for obj_id, mask in masks.items():
                     if resized:
                         mask = engine.resize_to_network(mask, cv2.INTER_NEAREST)
                     with engine.flops.count("object_init", image_size):
-                        self.objects[obj_id] = engine.init_object(obj_id, index, image_t, mask, feats)
+                        self.objects[obj_id] = engine.base.init_object(obj_id, index, image_t, mask, feats)
                     self.history[obj_id] = ObjectHistory(obj_id, index)
                     self.policy.computed(obj_id, index, ground_truth)
                 engine.sync()
@@ -204,7 +209,8 @@ class InferenceSession:
             if self.objects:
                 result = self._track(FrameContext(engine, index, image_size, image=image_t, features=feats,
                                                   policy=self.policy), ground_truth)
-                labels = result.labels if not resized else labels_at(result.probs, original)
+                labels = result.labels if not resized else \
+                    engine.base.aggregate(None, upsample_probs(result.probs, original))[0]
             else:
                 labels = torch.zeros(original, dtype=torch.uint8)
         labels_np = labels.cpu().numpy()
@@ -250,7 +256,7 @@ class InferenceSession:
                 continue
             tpl_s, p_gate = None, None
             if policy.needs_matching or policy.needs_gate:
-                tpl_s, p_gate = engine.match(ctx, obj, policy.needs_gate)
+                tpl_s, p_gate = engine.base.match(ctx, obj, policy.needs_gate)
             cue = policy.measure(ctx, obj)
             path = policy.decide(ObjectFrame(obj.obj_id, index, index - obj.last_compute_index, p_gate,
                                              ground_truth, cue))
@@ -273,14 +279,14 @@ class InferenceSession:
                 probs[obj_id] = probs[obj_id] * keep
             probs.update(new)
 
-        labels, merged = aggregate_objects(probs)
+        labels, merged = engine.base.aggregate(ctx, probs)
         for obj_id in merged:
             obj = self.objects[obj_id]
             obj.prev_prob = probs[obj_id]
-            if obj_id in paths and paths[obj_id].computes:
+            computed = obj_id in paths and paths[obj_id].computes
+            if computed:
                 obj.key_image, obj.key_prob = ctx.image, probs[obj_id]
-                if obj.learns:
-                    engine.update_target(obj.target, merged[obj_id], ctx.image_size)
+            engine.base.after_merge(ctx, obj, probs[obj_id], merged[obj_id], computed)
         for obj_id, path in paths.items():
             history = self.history[obj_id]
             history.paths[index] = path

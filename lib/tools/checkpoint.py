@@ -236,6 +236,10 @@ def load_model_weights(path: PathLike, trust: bool = False) -> Tuple[StateDict, 
     if not path.is_file():
         raise CheckpointError("checkpoint file not found", path)
     obj, trusted = _torch_load(path, trust)
+    return _parse_model_weights(obj, path, trusted)
+
+
+def _parse_model_weights(obj: Any, path: Path, trusted: bool) -> Tuple[StateDict, CheckpointInfo]:
     dropped: Tuple[str, ...] = ()
     extra: Dict[str, Any] = {}
     if isinstance(obj, Mapping) and obj.get("format") == PROJECT_FORMAT:
@@ -391,15 +395,15 @@ class InferenceModel:
     """What :func:`load_inference_model` builds: the networks and the settings the checkpoint asks for.
 
     Attributes:
-        model: the G-FRTM modules in eval mode on the device.
-        backbone: the frozen feature extractor (on CPU; the tracker moves it).
+        model: the base network's model in eval mode on the device (G-FRTM's modules, or TTVOS).
+        backbone: G-FRTM's frozen feature extractor (on CPU; the engine moves it); None for TTVOS.
         pretrained: where the backbone weights came from: ``embedded`` (the checkpoint's own), ``imagenet``,
             ``none`` or a file path.
         size: (H, W) the networks run at, or None for each frame's own size.
         messages: lines to show the user (what was loaded, warnings).
     """
 
-    model: GFRTM
+    model: Any
     backbone: Any
     pretrained: str
     size: Optional[Tuple[int, int]]
@@ -433,7 +437,13 @@ def load_inference_model(path: PathLike, *, trust: bool = False, ftext: Optional
     """
     from models.backbone import FeatureExtractor
 
-    state, info = load_model_weights(path, trust)
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("checkpoint file not found", path)
+    obj, trusted = _torch_load(path, trust)
+    if is_ttvos_checkpoint(obj):
+        return _ttvos_inference_model(obj, path, ftext, pretrained, size, device)
+    state, info = _parse_model_weights(obj, path, trusted)
     model, report = _model_from_state(state, info, ftext)
     messages = [report]
     embedded = info.extra.get(BACKBONE_KEY)
@@ -457,6 +467,23 @@ def load_inference_model(path: PathLike, *, trust: bool = False, ftext: Optional
     if chosen is not None and size is None:
         messages.append(f"inference size {chosen[0]}x{chosen[1]}, as the checkpoint records (--size overrides)")
     return InferenceModel(model.to(device).eval(), backbone, pretrained, chosen, messages)
+
+
+def _ttvos_inference_model(obj: Any, path: Path, ftext: Optional[str], pretrained: Optional[str],
+                           size: Optional[Sequence[int]], device: Union[str, torch.device]) -> InferenceModel:
+    """:func:`load_inference_model` for a TTVOS file: its backbone is inside the model; the size as recorded."""
+    if ftext is not None or pretrained not in (None, "embedded"):
+        raise ConfigError(f"{path}: a TTVOS model holds its own backbone; --ftext / --pretrained apply to G-FRTM")
+    model = _ttvos_from_object(obj, path)
+    messages = [f"loaded TTVOS ({model.backbone_name}) from {path}"]
+    recorded = None
+    if isinstance(obj, Mapping) and obj.get("format") == PROJECT_FORMAT and obj.get("size") is not None:
+        recorded = _checkpoint_size(CheckpointInfo(path, "reuse-vos", TTVOS_KIND, model.backbone_name, 0, False,
+                                                   extra={"size": obj["size"]}))
+    chosen = tuple(int(v) for v in size) if size is not None else recorded
+    if chosen is not None and size is None:
+        messages.append(f"inference size {chosen[0]}x{chosen[1]}, as the checkpoint records (--size overrides)")
+    return InferenceModel(model.to(device).eval(), None, "embedded", chosen, messages)
 
 
 def bundle(model_path: PathLike, out: PathLike, *, backbone: Optional[PathLike] = None,
@@ -589,6 +616,20 @@ def _ttvos_backbone_of(state: Mapping[str, Tensor], path: Path) -> str:
                           f"matches its keys (first: {_abbrev(list(state))})", path)
 
 
+def is_ttvos_checkpoint(obj: Any) -> bool:
+    """Whether a loaded checkpoint holds TTVOS: a project file of kind ``ttvos``, an official TTVOS training
+    checkpoint (a ``net`` state dict) or a bare state dict with ``vos.`` keys or TTVOS's backbone keys."""
+    if not isinstance(obj, Mapping):
+        return False
+    if obj.get("format") == PROJECT_FORMAT:
+        return obj.get("kind") == TTVOS_KIND
+    if isinstance(obj.get("net"), Mapping):
+        return True
+    keys = [k for k in obj if isinstance(k, str)]
+    return bool(keys) and (all(k.startswith(OFFICIAL_TTVOS_PREFIX) for k in keys)
+                           or any(k in obj for k in _TTVOS_SIGNATURES))
+
+
 def load_ttvos(path: PathLike, trust: bool = False) -> TTVOS:
     """The :class:`TTVOS` of a file, in eval mode on the CPU.
 
@@ -604,7 +645,10 @@ def load_ttvos(path: PathLike, trust: bool = False) -> TTVOS:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("TTVOS checkpoint file not found", path)
-    obj, _ = _torch_load(path, trust)
+    return _ttvos_from_object(_torch_load(path, trust)[0], path)
+
+
+def _ttvos_from_object(obj: Any, path: Path) -> TTVOS:
     config: Dict[str, Any] = {}
     if isinstance(obj, Mapping) and obj.get("format") == PROJECT_FORMAT:
         if obj.get("kind") != TTVOS_KIND:

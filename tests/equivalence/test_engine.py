@@ -3,7 +3,7 @@
 
 The engine is driven through a session's own per-frame code path (:meth:`InferenceSession.step_features`,
 which :meth:`InferenceSession.step` runs after the backbone) with the object state the official code had after
-its first-frame initialisation, injected with :meth:`InferenceEngine.restore_object` (template, previous score,
+its first-frame initialisation, injected with :meth:`GFRTMBase.restore_object` (template, previous score,
 previous deep refined feature, target-model weights ``tm_project``/``tm_filter``). A restored object
 does not update its target model online; the official fixture switched that update off too, and it
 comes after every compared output of the frame.
@@ -86,7 +86,7 @@ def track_states(tracker: InferenceEngine, states, feats: Dict[str, torch.Tensor
 
 def restore_official_state(tracker: InferenceEngine, inputs: Dict, obj_id: int = 1) -> ObjectState:
     """The official tracker state after initialising on frame 0 (``inputs.pt``)."""
-    return tracker.restore_object(
+    return tracker.base.restore_object(
         obj_id, 0, inputs["init_template"], inputs["prev_score"], inputs["prev_refine"],
         {"project.weight": inputs["tm_project"], "filter.weight": inputs["tm_filter"]},
         inputs["mask0"][0, 0].float(),
@@ -178,13 +178,13 @@ def test_session_step_from_the_image(model, inputs, outputs, seeded_backbone, pa
 
 
 def test_engine_initialisation_exact_parts(model, inputs, seeded_backbone):
-    """``InferenceEngine.init_object`` on frame 0: template, initial score and probability as the official
+    """``GFRTMBase.init_object`` on frame 0: template, initial score and probability as the official
     initialisation. (Its target model comes from the project's own first-frame augmentation and the
     float32 GN/CG, which the official code does not reproduce bit for bit; see DIFFERENCES.md.)"""
     tracker = make_tracker(model, seeded_backbone, 1.0)
     mask = inputs["mask0"][0, 0].numpy()
     with torch.inference_mode():
-        obj = tracker.init_object(1, 0, inputs["image0"][None], mask, features(inputs, 0, ("layer3", "layer4",
+        obj = tracker.base.init_object(1, 0, inputs["image0"][None], mask, features(inputs, 0, ("layer3", "layer4",
                                                                                            "layer5")))
     check("init_template (engine init)", obj.template, inputs["init_template"])
     check("prev_score (engine init)", obj.prev_score, inputs["prev_score"])
@@ -201,7 +201,7 @@ def _second_object_state(tracker: InferenceEngine, model: GFRTM, inputs: Dict) -
     mask = 1 - inputs["mask0"]
     with torch.no_grad():
         template = model.make_template(inputs["feat0.layer3"], mask)
-    return tracker.restore_object(
+    return tracker.base.restore_object(
         2, 0, template, nearest_resize(mask, inputs["prev_score"].shape[-2:]), inputs["prev_refine"].flip(-1),
         {"project.weight": inputs["tm_project"], "filter.weight": -inputs["tm_filter"]}, mask[0, 0].float(),
     )
@@ -322,7 +322,7 @@ def test_seeded_target_model_weights_are_the_official_draw(model, inputs, tm, se
     <= 2b and one of size <= b on each side, 6 u b in all."""
     tracker = make_tracker(model, seeded_backbone, 1.0, seed=tm["__meta__"]["tm_seed"])
     state = torch.random.get_rng_state()
-    first, second = tracker.new_target_model(), tracker.new_target_model()
+    first, second = tracker.base.new_target_model(), tracker.base.new_target_model()
     assert torch.equal(torch.random.get_rng_state(), state)
     for name, ref in (("project", tm["init.project0"]), ("filter", tm["init.filter0"])):
         for weights in (first, second):
@@ -335,11 +335,11 @@ def test_seeded_target_model_weights_are_the_official_draw(model, inputs, tm, se
 def test_restore_object_rejects_wrong_weights(model, inputs, seeded_backbone):
     tracker = make_tracker(model, seeded_backbone, 1.0)
     with pytest.raises(ConfigError, match="do not fit"):
-        tracker.restore_object(1, 0, inputs["init_template"], inputs["prev_score"], inputs["prev_refine"],
+        tracker.base.restore_object(1, 0, inputs["init_template"], inputs["prev_score"], inputs["prev_refine"],
                                {"project.weight": inputs["tm_project"][:10], "filter.weight": inputs["tm_filter"]},
                                inputs["mask0"][0, 0].float())
     with pytest.raises(ConfigError, match="lack filter.weight"):
-        tracker.restore_object(1, 0, inputs["init_template"], inputs["prev_score"], inputs["prev_refine"],
+        tracker.base.restore_object(1, 0, inputs["init_template"], inputs["prev_score"], inputs["prev_refine"],
                                {"project.weight": inputs["tm_project"]}, inputs["mask0"][0, 0].float())
 
 

@@ -20,7 +20,7 @@ from base.errors import ConfigError
 from lib.engine.paths import PathKind
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lib.engine.core import FrameContext, ObjectState
+    from lib.engine.state import FrameContext, ObjectState
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from lib.engine.sparse import (
 from lib.tools.checkpoint import TILE_GATE_KIND, cached_module
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lib.engine.core import FrameContext, ObjectState
+    from lib.engine.state import FrameContext, ObjectState
 
 DEFAULT_TILE = 64
 # Above this fraction of active tiles the path runs the shallow stages densely (the same maps as every tile
@@ -109,7 +109,7 @@ def _sparse(ctx: FrameContext, obj: ObjectState, tpl_s):
         obj.shallow_state, obj.shallow_index, obj.shallow_image = state, ctx.index, ctx.image
         return logits
 
-    return ctx.engine.run_translate(ctx, obj, tpl_s, shallow=shallow,
+    return ctx.engine.base.run_translate(ctx, obj, tpl_s, shallow=shallow,
                                     flops=("sparse_path", tiles, n_active if tiles else -1, tile))
 
 

@@ -38,7 +38,7 @@ from lib.engine.warp import (
 from lib.tools.checkpoint import WARP_CORRECTOR_KIND, cached_module
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lib.engine.core import FrameContext, ObjectState
+    from lib.engine.state import FrameContext, ObjectState
 
 SHIPPED_CORRECTOR = Path(__file__).resolve().parents[3] / "weights" / "warp_corrector_dv2016_cpu.pth"
 REFINE = Param("refine", "--warp-refine", str, "learned",

@@ -13,6 +13,7 @@ from base.errors import ConfigError
 from dataset.synthetic import generate_youtubevos
 from dataset.youtubevos import YouTubeVOSDataset
 from lib.engine.aggregation import soft_aggregate
+from lib.engine.bases.gfrtm import GFRTMBase
 from lib.engine.core import EngineConfig, InferenceEngine
 from lib.engine.paths import COMPUTE, COPY, TRANSLATE
 from lib.engine.policies import PolicyConfig
@@ -184,15 +185,15 @@ def test_network_size_round_trip_to_the_original_resolution(networks, davis_seq,
     model, backbone = networks
     tracker = InferenceEngine(model, backbone, EngineConfig(size=(32, 48)))
     seen, init_masks = [], []
-    frame_features, init_object = tracker.frame_features, tracker.init_object
-    monkeypatch.setattr(tracker, "frame_features", lambda image: seen.append(tuple(image.shape)) or
+    frame_features, init_object = tracker.base.frame_features, tracker.base.init_object
+    monkeypatch.setattr(tracker.base, "frame_features", lambda image: seen.append(tuple(image.shape)) or
                         frame_features(image))
 
     def spy_init(obj_id, index, image, mask, feats):
         init_masks.append(mask)
         return init_object(obj_id, index, image, mask, feats)
 
-    monkeypatch.setattr(tracker, "init_object", spy_init)
+    monkeypatch.setattr(tracker.base, "init_object", spy_init)
     outputs = []
     track_sequence(tracker, davis_seq, PolicyConfig("gate", 0.7), on_frame=outputs.append)
     probs = [{k: v.clone() for k, v in out.result.probs.items()} for out in outputs]
@@ -378,7 +379,7 @@ def test_online_target_update_stores_each_objects_merged_soft_mask(networks, tmp
 
     monkeypatch.setattr(OnlineTargetModel, "update", spy_update)
     monkeypatch.setattr(OnlineTargetModel, "_run", spy_run)
-    monkeypatch.setattr(InferenceEngine, "run_shallow", annotation_logits)
+    monkeypatch.setattr(GFRTMBase, "run_shallow", annotation_logits)
     model, backbone = networks
     target = dataclasses.replace(TargetModelConfig.eval_fast(), train_skipping=2)
     engine = InferenceEngine(model, backbone, EngineConfig(target=target))

@@ -81,3 +81,20 @@ def test_errors_name_the_file(tmp_path):
     (tmp_path / "text.pth").write_text("hello")
     with pytest.raises(CheckpointError, match="text.pth"):
         load_ttvos(tmp_path / "text.pth")
+
+
+def test_model_path_alone_picks_ttvos_for_the_engine(tmp_path):
+    """--model PATH alone: load_inference_model sees a TTVOS file (official or project format), returns it without
+    a separate backbone, with the size a project file records; G-FRTM-only flags are refused."""
+    from base.errors import ConfigError
+    from lib.engine.core import InferenceEngine
+    from lib.tools.checkpoint import load_inference_model
+
+    loaded = load_inference_model(OFFICIAL)
+    assert isinstance(loaded.model, TTVOS) and loaded.backbone is None and loaded.size is None
+    assert InferenceEngine(loaded.model, loaded.backbone).base.name == "ttvos"
+    save_ttvos(tmp_path / "m.pth", loaded.model, size=[240, 432])
+    again = load_inference_model(tmp_path / "m.pth")
+    assert again.size == (240, 432) and load_inference_model(tmp_path / "m.pth", size=(96, 128)).size == (96, 128)
+    with pytest.raises(ConfigError, match="own backbone"):
+        load_inference_model(OFFICIAL, pretrained="imagenet")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from base.errors import CheckpointError, ConfigError
+from lib.engine.bases.gfrtm import GFRTMBase
 from lib.engine.core import EngineConfig, InferenceEngine
 from lib.engine.paths import COMPUTE as C
 from lib.engine.paths import path_by_code
@@ -74,9 +75,9 @@ def test_warp_frames_run_no_network_and_share_the_flow(networks, davis_seq, monk
     def spy(name, fn):
         return counting(calls, name, fn)
 
-    monkeypatch.setattr(InferenceEngine, "frame_features", spy("frame_features", InferenceEngine.frame_features))
-    monkeypatch.setattr(InferenceEngine, "update_target", spy("update_target", InferenceEngine.update_target))
-    monkeypatch.setattr(InferenceEngine, "match", spy("match", InferenceEngine.match))
+    monkeypatch.setattr(GFRTMBase, "frame_features", spy("frame_features", GFRTMBase.frame_features))
+    monkeypatch.setattr(GFRTMBase, "update_target", spy("update_target", GFRTMBase.update_target))
+    monkeypatch.setattr(GFRTMBase, "match", spy("match", GFRTMBase.match))
     monkeypatch.setattr(warp_policies, "dis_flow", spy("flow", warp_policies.dis_flow))
     _, stats, out = run(networks, davis_seq, PolicyConfig.of("warp-every-k", k=3))
     n_obj, frames = len(davis_seq.object_ids), len(davis_seq)
@@ -113,7 +114,7 @@ def test_warp_needs_the_frames(networks):
     mask = np.zeros((64, 96), np.uint8)
     mask[16:48, 24:72] = 1
     session.step(image, {1: mask})
-    feats = engine.frame_features(engine.frame_tensor(image))
+    feats = engine.base.frame_features(engine.frame_tensor(image))
     with pytest.raises(ConfigError, match="the warp path needs the frame itself"):
         session.step_features(feats, (64, 96))
 
