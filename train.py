@@ -24,6 +24,13 @@ outputs (collected once, about 10 minutes on 2 CPU cores; the training itself ta
     python train.py --stage tile-gate --name tile_gate_dv2016 --dset dv2016 --davis-root DIR \
         --holdout dataset/splits/davis2016_train_holdout.txt --model weights/gfrtm_rn18_dv2016_cpu.pth --dev cpu
 
+TTVOS, the second base network, end to end on clips (saliency clips with thin-plate-spline deformations, then
+DAVIS 2016 train from that stage's model; no pre-trained backbone is needed)::
+
+    python train.py --stage ttvos --name ttvos_duts --dset duts --saliency-root DIR --seq-len 3 --dev cpu
+    python train.py --stage ttvos --name ttvos_dv2016 --dset dv2016 --davis-root DIR \
+        --holdout dataset/splits/davis2016_train_holdout.txt --initPth runs/ttvos_duts/ttvos.pth --dev cpu
+
 Checkpoints (every epoch), TensorBoard logs and the target-model cache go to ``runs/<name>/`` unless
 ``--checkpoints`` / ``--tensorboard`` / ``--tmcache`` say otherwise. A run started again with the same
 ``--name`` resumes from its newest valid checkpoint (``--no-resume`` starts over).
@@ -54,33 +61,42 @@ from trainers.config import (
     TMCACHE_MODES,
     TileGateTrainConfig,
     TrainConfig,
+    TTVOSTrainConfig,
     WarpTrainConfig,
 )
 
 DSETS = TRAINING_DATASETS + tuple(DATASET_ALIASES)
-STAGES = ("gfrtm", "warp-corrector", "tile-gate")
+STAGES = ("gfrtm", "warp-corrector", "tile-gate", "ttvos")
 # Flags whose default depends on --stage (None: the stage has no such setting or takes it from elsewhere).
 STAGE_DEFAULTS = {
-    "name": {"gfrtm": DEFAULT_NAME, "warp-corrector": WarpTrainConfig.name, "tile-gate": TileGateTrainConfig.name},
-    "dset": {"gfrtm": "all", "warp-corrector": WarpTrainConfig.dset, "tile-gate": TileGateTrainConfig.dset},
+    "name": {"gfrtm": DEFAULT_NAME, "warp-corrector": WarpTrainConfig.name, "tile-gate": TileGateTrainConfig.name,
+             "ttvos": TTVOSTrainConfig.name},
+    "dset": {"gfrtm": "all", "warp-corrector": WarpTrainConfig.dset, "tile-gate": TileGateTrainConfig.dset,
+             "ttvos": TTVOSTrainConfig.dset},
     "epochs": {"gfrtm": TrainConfig.epochs, "warp-corrector": WarpTrainConfig.epochs,
-               "tile-gate": TileGateTrainConfig.epochs},
+               "tile-gate": TileGateTrainConfig.epochs, "ttvos": TTVOSTrainConfig.epochs},
     "batch_size": {"gfrtm": TrainConfig.batch_size, "warp-corrector": WarpTrainConfig.batch_size,
-                   "tile-gate": TileGateTrainConfig.batch_size},
-    "lr": {"gfrtm": TrainConfig.lr, "warp-corrector": WarpTrainConfig.lr, "tile-gate": TileGateTrainConfig.lr},
-    "lr_step": {"gfrtm": TrainConfig.lr_step, "warp-corrector": WarpTrainConfig.lr_step, "tile-gate": None},
-    "size": {"gfrtm": TrainConfig.size, "warp-corrector": WarpTrainConfig.size, "tile-gate": None},
-    "workers": {"gfrtm": TrainConfig.workers, "warp-corrector": WarpTrainConfig.workers, "tile-gate": None},
+                   "tile-gate": TileGateTrainConfig.batch_size, "ttvos": TTVOSTrainConfig.batch_size},
+    "lr": {"gfrtm": TrainConfig.lr, "warp-corrector": WarpTrainConfig.lr, "tile-gate": TileGateTrainConfig.lr,
+           "ttvos": TTVOSTrainConfig.lr},
+    "lr_step": {"gfrtm": TrainConfig.lr_step, "warp-corrector": WarpTrainConfig.lr_step, "tile-gate": None,
+                "ttvos": TTVOSTrainConfig.lr_step},
+    "size": {"gfrtm": TrainConfig.size, "warp-corrector": WarpTrainConfig.size, "tile-gate": None,
+             "ttvos": TTVOSTrainConfig.size},
+    "workers": {"gfrtm": TrainConfig.workers, "warp-corrector": WarpTrainConfig.workers, "tile-gate": None,
+                "ttvos": TTVOSTrainConfig.workers},
 }
 # Flags of one stage only: giving them to another is an error.
 STAGE_ONLY = {
-    "gfrtm": ("ftext", "pretrained", "init_pth", "trust_checkpoint", "ytvos_root", "synthetic_root", "saliency_root",
-              "clips_per_epoch", "train_only",
-              "synthetic_size", "split_list", "data_cache", "seq_len", "sampling", "m1", "m2", "margin_epochs",
-              "gate_loss", "target_rate", "official_quirks", "tmcache", "tmcache_mode"),
+    "gfrtm": ("ftext", "pretrained", "ytvos_root", "train_only", "synthetic_size", "split_list", "sampling", "m1", "m2",
+              "margin_epochs", "gate_loss", "target_rate", "tmcache", "tmcache_mode"),
     "warp-corrector": ("max_distance", "samples_per_epoch", "corrector_width"),
     "tile-gate": ("model", "sparse_tile", "sparsity_target", "sparsity_weight"),
+    "ttvos": ("ttvos_backbone", "train_backbone", "tps", "diff_loss", "tmp_loss"),
 }
+# Flags of several stages (and of no other).
+STAGES_OF = {("gfrtm", "ttvos"): ("init_pth", "trust_checkpoint", "synthetic_root", "saliency_root", "clips_per_epoch",
+                                  "data_cache", "seq_len", "official_quirks")}
 # Common flags a stage has no use for.
 STAGE_WITHOUT = {"tile-gate": ("lr_step", "lr_gamma", "max_iters_per_epoch", "workers", "amp")}
 
@@ -177,6 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     warp.add_argument("--corrector-width", type=int, default=None, metavar="C",
                       help=f"channels of the corrector's CNN (default {WarpTrainConfig.width})")
 
+    ttvos = parser.add_argument_group("--stage ttvos (also: --initPth a TTVOS checkpoint, --dset dv2016|dv2017|duts|"
+                                      "synthetic, --seq-len, --saliency-root, --clips-per-epoch, --official-quirks)")
+    ttvos.add_argument("--ttvos-backbone", default=None, metavar="NAME",
+                       help="TTVOS backbone: hrnetv2Sv1 (default), resnet18s16, resnet50s16, mobileNetV3Larges16")
+    ttvos.add_argument("--train-backbone", choices=("all", "finetune"), default=None,
+                       help="all: every backbone layer trains (default: no pre-trained backbone exists here); "
+                            "finetune: only its last stage, as the official training")
+    ttvos.add_argument("--tps", type=float, default=None,
+                       help=f"--dset duts: thin-plate-spline deformation of the clips (default {TTVOSTrainConfig.tps})")
+    ttvos.add_argument("--diff-loss", action=argparse.BooleanOptionalAction, default=None,
+                       help="the temporal-consistency loss (default on)")
+    ttvos.add_argument("--tmp-loss", action=argparse.BooleanOptionalAction, default=None,
+                       help="the template loss (default on)")
+
     tiles = parser.add_argument_group("--stage tile-gate")
     tiles.add_argument("--model", default=None, metavar="PATH",
                        help="the G-FRTM model whose reuse path the gate serves (default: the shipped "
@@ -205,6 +235,7 @@ def _resolve_stage_defaults(args: argparse.Namespace) -> None:
     defaults = build_parser().parse_args([])
     foreign = [n for stage, names in STAGE_ONLY.items() if stage != args.stage for n in names]
     foreign += STAGE_WITHOUT.get(args.stage, ())
+    foreign += [n for stages, names in STAGES_OF.items() if args.stage not in stages for n in names]
     given = [name for name in foreign if getattr(args, name) != getattr(defaults, name)]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
@@ -287,9 +318,29 @@ def tile_config_from_args(args: argparse.Namespace) -> TileGateTrainConfig:
         checkpoints=args.checkpoints, tensorboard=args.tensorboard, resume=args.resume, seed=args.seed, **optional)
 
 
+def ttvos_config_from_args(args: argparse.Namespace) -> TTVOSTrainConfig:
+    """Flags of ``--stage ttvos`` -> validated :class:`TTVOSTrainConfig`."""
+    _resolve_stage_defaults(args)
+    optional = {k: v for k, v in (("backbone", args.ttvos_backbone), ("train_backbone", args.train_backbone),
+                                  ("tps", args.tps), ("diff_loss", args.diff_loss), ("tmp_loss", args.tmp_loss),
+                                  ("clips_per_epoch", args.clips_per_epoch)) if v is not None}
+    return TTVOSTrainConfig(
+        name=args.name, dset=DATASET_ALIASES.get(args.dset, args.dset), device=args.dev or str(resolve_device()),
+        init_pth=args.init_pth, trust_checkpoint=args.trust_checkpoint, official_quirks=args.official_quirks,
+        seq_len=args.seq_len, size=tuple(args.size), holdout=read_holdout(args.holdout), davis_root=args.davis_root,
+        saliency_root=args.saliency_root, synthetic_root=args.synthetic_root, data_cache=args.data_cache,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
+        max_iters_per_epoch=args.max_iters_per_epoch, checkpoints=args.checkpoints, tensorboard=args.tensorboard,
+        resume=args.resume, amp=args.amp, workers=args.workers, seed=args.seed, **optional)
+
+
 def train_small_module(args: argparse.Namespace) -> int:
-    """``--stage warp-corrector`` / ``tile-gate``: one process (the modules are small; torchrun is not needed)."""
-    if args.stage == "warp-corrector":
+    """``--stage warp-corrector`` / ``tile-gate`` / ``ttvos``: one process (torchrun is not needed)."""
+    if args.stage == "ttvos":
+        from trainers.ttvos import TTVOSTrainer as trainer_class
+
+        config, what = ttvos_config_from_args(args), f"TTVOS ({args.ttvos_backbone or 'hrnetv2Sv1'})"
+    elif args.stage == "warp-corrector":
         from trainers.warp import WarpTrainer as trainer_class
 
         config, what = warp_config_from_args(args), "warp corrector"

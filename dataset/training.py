@@ -418,7 +418,7 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
                        synthetic_epoch_repeats: int = SYNTHETIC_EPOCH_REPEATS,
                        workers: Optional[int] = None, official: bool = False,
                        holdout: Tuple[str, ...] = (), saliency_root: Optional[PathLike] = None,
-                       clip_samples_per_epoch: int = 2000) -> torch.utils.data.Dataset:
+                       clip_samples_per_epoch: int = 2000, clip_tps: float = 0.0) -> torch.utils.data.Dataset:
     """The training set ``dset`` (one of :data:`TRAINING_DATASETS`, or ``yt2018``).
 
     Args:
@@ -450,6 +450,7 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
         holdout: DAVIS train sequences left out of training (kept for validation); each must be in the split.
         saliency_root: for ``duts``: a saliency root (DUTS-TR is read; default ``$SALIENCY_ROOT``).
         clip_samples_per_epoch: for ``duts``: synthetic clips per epoch.
+        clip_tps: for ``duts``: the clips' thin-plate-spline deformation (``ClipConfig.tps``; 0: none).
     """
     dset = DATASET_ALIASES.get(dset, dset)
     if dset not in TRAINING_DATASETS:
@@ -457,12 +458,12 @@ def build_training_set(dset: str, *, davis_root: Optional[PathLike] = None, ytvo
     seq_len = _check_seq_len(seq_len)
     check_sampling(sampling)
     if dset == "duts":
-        from dataset.clips import SaliencyClipSet
+        from dataset.clips import ClipConfig, SaliencyClipSet
         from dataset.saliency import SaliencyDataset, resolve_saliency_root
 
         images = SaliencyDataset(resolve_saliency_root(None if saliency_root is None else str(saliency_root)),
                                  "train")
-        clips = SaliencyClipSet(images, seq_len=seq_len, size=_check_size(size),
+        clips = SaliencyClipSet(images, seq_len=seq_len, size=_check_size(size), clip=ClipConfig(tps=clip_tps),
                                 samples_per_epoch=clip_samples_per_epoch, seed=seed)
         logger.info("training set duts:\n%s", clips.describe())
         return clips

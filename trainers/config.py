@@ -374,3 +374,101 @@ class TileGateTrainConfig(RunFolders):
         if self.size is not None:
             out["size"] = list(self.size)
         return out
+
+
+TTVOS_DATASETS = ("dv2016", "dv2017", "duts", "synthetic")
+TRAIN_BACKBONE = ("all", "finetune")
+
+
+@dataclass(frozen=True)
+class TTVOSTrainConfig(RunFolders):
+    """A ``train.py --stage ttvos`` run (saved next to its checkpoints as ``config.json``).
+
+    TTVOS (:class:`models.ttvos.TTVOS`) trains end to end on clips (the official stages: saliency clips, then
+    DAVIS; no YouTube-VOS here), with the official losses (:mod:`trainers.ttvos_recurrent`).
+
+    Attributes:
+        name: run name; default folders ``runs/<name>/{checkpoints,tensorboard,datacache}``.
+        backbone: the TTVOS backbone (``hrnetv2Sv1`` default; :data:`models.ttvos_backbones.TTVOS_BACKBONES`).
+        dset: ``dv2016`` / ``dv2017`` (DAVIS train), ``duts`` (saliency clips, ``--saliency-root``), ``synthetic``.
+        init_pth: a TTVOS checkpoint to start from (the previous stage's; official or project format).
+        trust_checkpoint: allow an official checkpoint that pickles objects for ``init_pth``.
+        train_backbone: ``all`` (every layer; the default here, where no ImageNet/HRNet weights exist) or
+            ``finetune`` (the official: only the last stage, the rest frozen in eval mode).
+        tps: the saliency clips' thin-plate-spline deformation (TTVOS's ``--use_tps``; 0: affine only).
+        diff_loss, tmp_loss: the auxiliary losses; official_quirks: the temporal loss's official softmax.
+        seq_len, size, holdout, davis_root, saliency_root, synthetic_root, clips_per_epoch, data_cache: the data.
+        epochs, batch_size, lr (Adam, no weight decay), lr_step, lr_gamma, max_iters_per_epoch, device, seed,
+        workers, resume, amp, checkpoints, tensorboard: as :class:`TrainConfig`'s.
+    """
+
+    name: str = "ttvos_dv2016"
+    backbone: str = "hrnetv2Sv1"
+    dset: str = "dv2016"
+    device: str = "cpu"
+    init_pth: str = ""
+    trust_checkpoint: bool = False
+    train_backbone: str = "all"
+    tps: float = 0.1
+    diff_loss: bool = True
+    tmp_loss: bool = True
+    official_quirks: bool = False
+    seq_len: int = 6
+    size: Tuple[int, int] = (240, 432)
+    holdout: Tuple[str, ...] = ()
+    davis_root: Optional[str] = None
+    saliency_root: Optional[str] = None
+    synthetic_root: Optional[str] = None
+    clips_per_epoch: int = 2000
+    data_cache: str = ""
+    epochs: int = 20
+    batch_size: int = 4
+    lr: float = 3e-4
+    lr_step: int = 15
+    lr_gamma: float = 0.1
+    max_iters_per_epoch: Optional[int] = None
+    checkpoints: str = ""
+    tensorboard: str = ""
+    resume: bool = True
+    amp: Optional[str] = None
+    workers: int = 2
+    seed: int = 0
+
+    def __post_init__(self):
+        from models.ttvos_backbones import TTVOS_BACKBONES
+
+        object.__setattr__(self, "dset", DATASET_ALIASES.get(self.dset, self.dset))
+        object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        object.__setattr__(self, "holdout", tuple(str(s) for s in self.holdout))
+        self._default_folders("checkpoints", "tensorboard", "data_cache")
+        if self.dset == "synthetic" and not self.synthetic_root:
+            object.__setattr__(self, "synthetic_root", str(self.run_dir / "synthetic"))
+        check_run_name(self.name)
+        need(self.backbone in TTVOS_BACKBONES, f"--ttvos-backbone {self.backbone!r}: choose one of "
+                                                f"{', '.join(TTVOS_BACKBONES)}")
+        need(self.dset in TTVOS_DATASETS, f"--stage ttvos trains on {', '.join(TTVOS_DATASETS)}; got {self.dset!r}")
+        need(self.train_backbone in TRAIN_BACKBONE, f"--train-backbone must be one of {', '.join(TRAIN_BACKBONE)}")
+        need(0.0 <= self.tps <= 0.5, f"--tps must be in [0, 0.5], got {self.tps}")
+        need(self.seq_len >= 2, f"--seq-len must be >= 2, got {self.seq_len}")
+        need(len(self.size) == 2 and all(s >= 32 and s % 16 == 0 for s in self.size),
+             f"--size H W must be multiples of 16 (TTVOS's stride), at least 32; got {self.size}")
+        need(self.clips_per_epoch >= 1, f"--clips-per-epoch must be >= 1, got {self.clips_per_epoch}")
+        need(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        need(self.lr_step >= 1 and 0 < self.lr_gamma <= 1, "lr_step must be >= 1 and 0 < lr_gamma <= 1")
+        need(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
+             f"--max-iters-per-epoch must be >= 1, got {self.max_iters_per_epoch}")
+        need(self.amp in (None, "bf16"), f"--amp must be bf16 or absent, got {self.amp!r}")
+        need(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+
+    @property
+    def weights_path(self) -> Path:
+        """The final model file (weights, backbone name and size; no optimiser state): ``--model`` takes it."""
+        return self.run_dir / "ttvos.pth"
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["size"] = list(self.size)
+        out["holdout"] = list(self.holdout)
+        return out
