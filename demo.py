@@ -36,7 +36,7 @@ from base.background import BackgroundWriter, prefetch, spare_cpu_cores
 from base.errors import ConfigError
 from base.io import atomic_write_json, write_index_png
 from dataset.custom import CustomVideo, open_custom_video
-from lib.engine.policies import add_policy_flags, policy_class, policy_from_args, policy_names
+from lib.engine.policies import add_policy_flags, default_policy, policy_class, policy_from_args, policy_names
 from lib.tools.cli import (
     SHIPPED_MODEL,
     add_compile_flag,
@@ -81,8 +81,11 @@ def segment_video(video: CustomVideo, args, out_dir: Path) -> Dict[str, object]:
     from lib.evaluation.run import sequence_record, speed_and_reuse
 
     device = resolve_device(args.dev)
-    policy = policy_from_args(args, args.tau)
     loaded = load_model_from_args(args, device)
+    from lib.engine.bases import base_class_for
+
+    args.policy = default_policy(args, base_class_for(loaded.model).reuse)
+    policy = policy_from_args(args, args.tau)
     model, backbone, size = loaded.model, loaded.backbone, loaded.size
     engine = InferenceEngine(model, backbone, EngineConfig(seed=args.seed, amp=args.amp, size=size,
                                                            compile=args.compile), device)

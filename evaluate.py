@@ -27,7 +27,7 @@ import torch
 
 from base.errors import ConfigError
 from dataset.registry import EVAL_DATASETS, SCORED_DATASETS, SUBMISSION_DATASETS, open_eval_dataset
-from lib.engine.policies import add_policy_flags, policy_from_args, thresholds
+from lib.engine.policies import add_policy_flags, default_policy, policy_from_args, thresholds
 from lib.evaluation.report import write_report
 from lib.evaluation.summary import score_run, write_summary
 from lib.tools.cli import (
@@ -98,11 +98,15 @@ def model_mode(args) -> int:
 
     apply_threads(args.threads)
     device = resolve_device(args.dev)
-    taus = thresholds(args.policy, args.taus)
-    policies = [policy_from_args(args, tau) for tau in taus]  # every setting checked before any work
+    if args.policy is not None:  # every setting checked before any work
+        [policy_from_args(args, tau) for tau in thresholds(args.policy, args.taus)]
     dataset = open_eval_dataset(args.dset, args.davis_root, args.ytvos_root, args.sequences, args.split_list)
     sequences = list(dataset)
     loaded = load_model_from_args(args, device)
+    from lib.engine.bases import base_class_for
+
+    args.policy = default_policy(args, base_class_for(loaded.model).reuse)
+    policies = [policy_from_args(args, tau) for tau in thresholds(args.policy, args.taus)]
     model, backbone, size = loaded.model, loaded.backbone, loaded.size
     target = TargetModelConfig.eval_fast() if args.tm_iters == "fast" else TargetModelConfig.eval_full()
     out_dir = Path(args.out or f"results/{args.dset}-{Path(args.model).stem}-{args.policy}")

@@ -149,3 +149,12 @@ def test_demo_defaults_to_the_shipped_model(clip, tmp_path):
     assert Path(summary["model"]).name == "gfrtm_rn18_dv2016_cpu.pth"
     assert summary["pretrained"] == "embedded" and summary["network_size"] == [240, 432]
     assert summary["size"] == [H, W] and len(list((out / "masks").glob("*.png"))) == 4
+
+
+def test_demo_runs_a_ttvos_model(clip, tmp_path):
+    """The other base network: a TTVOS file with --model alone (policy always by default, two objects)."""
+    model = Path(__file__).resolve().parent / "fixtures" / "ttvos" / "official_ttvos_hrnetv2Sv1_seed0.pth"
+    demo("--video", clip / "clip.mp4", "--mask", clip / "mask.png", "--out", tmp_path / "out", "--model", model,
+         "--dev", "cpu")
+    summary = check_outputs(tmp_path / "out", [f"{i:05d}" for i in range(N)], 0.7)
+    assert summary["base"] == "ttvos" and summary["policy"] == "always" and summary["reused_object_frames"] == 0

@@ -231,15 +231,15 @@ def test_shipped_model_needs_only_its_path_and_scores_dv2016train(tmp_path):
 
 
 def test_a_ttvos_model_runs_with_model_alone_and_refuses_the_gate(tmp_path):
-    """--model PATH of a TTVOS file picks the TTVOS base (summary's setup says so); its gate-less network runs
-    policy always; the default gate policy stops with one line."""
+    """--model PATH of a TTVOS file picks the TTVOS base (summary's setup says so); without --policy its gate-less
+    network runs policy always; asking for the gate stops with one line."""
     model = ROOT / "tests/fixtures/ttvos/official_ttvos_hrnetv2Sv1_seed0.pth"
     common = ("--dset", "dv2016val", "--davis-root", SAMPLE, "--sequences", "car-shadow", "--model", model,
               "--dev", "cpu", "--size", "64", "112")
-    proc = call(evaluate_cli.main, *map(str, common), "--policy", "always", "--out", str(tmp_path / "ok"))
+    proc = call(evaluate_cli.main, *map(str, common), "--out", str(tmp_path / "ok"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = json.loads((tmp_path / "ok" / "summary.json").read_text())["runs"][0]
     assert run["setup"]["base"] == "ttvos" and run["setup"]["backbone"] == "hrnetv2Sv1"
     assert run["frames"] == 40 and run["reuse_rate"] == 0.0 and run["gflops_per_frame"] > 0
-    proc = call(evaluate_cli.main, *map(str, common), "--out", str(tmp_path / "gate"))
+    proc = call(evaluate_cli.main, *map(str, common), "--policy", "gate", "--out", str(tmp_path / "gate"))
     assert proc.returncode != 0 and "needs a reuse gate" in proc.stderr and "Traceback" not in proc.stderr

@@ -69,7 +69,9 @@ def add_policy_flags(parser, *, exclude: Iterable[str] = ()) -> None:
     excluded = set(exclude)
     names = [n for n in _REGISTRY if n not in excluded]
     lines = "; ".join(f"{n}: {_REGISTRY[n].summary}" for n in names)
-    parser.add_argument("--policy", choices=names, default="gate", help=f"reuse policy ({lines})")
+    parser.add_argument("--policy", choices=names, default=None,
+                        help=f"reuse policy (default: gate; always for a base network without a gate, such as "
+                             f"TTVOS; {lines})")
     seen = set()
     for name in names:
         for param in _REGISTRY[name].params:
@@ -80,14 +82,24 @@ def add_policy_flags(parser, *, exclude: Iterable[str] = ()) -> None:
                                 metavar=param.metavar, help=f"{param.help} (--policy {name})")
 
 
+DEFAULT_POLICY = "gate"
+GATELESS_DEFAULT_POLICY = "always"
+
+
+def default_policy(args: argparse.Namespace, has_gate: bool = True) -> str:
+    """``--policy`` as given, else the default for a base network with or without a reuse gate."""
+    return args.policy or (DEFAULT_POLICY if has_gate else GATELESS_DEFAULT_POLICY)
+
+
 def policy_from_args(args: argparse.Namespace, tau: float) -> PolicyConfig:
-    """The :class:`PolicyConfig` of parsed :func:`add_policy_flags` flags at threshold ``tau``."""
-    cls = policy_class(args.policy)
+    """The :class:`PolicyConfig` of parsed :func:`add_policy_flags` flags at threshold ``tau`` (``--policy``
+    unset: the gate)."""
+    cls = policy_class(default_policy(args))
     return PolicyConfig(cls.name, tau, {p.name: getattr(args, p.dest) for p in cls.params})
 
 
 # The built-in families, in the order of the table above (registration order = --policy choices' order).
 from lib.engine.policies import gate, always, copying, fusion, oracle, every_k, warp, sparse  # noqa: E402,F401,I001
 
-__all__ = ["ObjectFrame", "Param", "Policy", "PolicyConfig", "add_policy_flags", "policy_class", "policy_from_args",
-           "policy_names", "policy_of_label", "register", "thresholds"]
+__all__ = ["ObjectFrame", "Param", "Policy", "PolicyConfig", "add_policy_flags", "default_policy", "policy_class",
+           "policy_from_args", "policy_names", "policy_of_label", "register", "thresholds"]
