@@ -22,7 +22,9 @@ is timed, each after ``--warmup`` untimed runs, ``--repeats`` times (median, qua
   the shipped learned correction), and at sizes that are multiples of 8 three sparse-path frames
   (``sparse-gate``: a still frame, where only the mask-boundary tiles run, one where every tile changed, and
   that one with the shipped learned tile gate choosing the tiles). Each timed
-  frame starts from the same session state, cloned untimed (:meth:`InferenceSession.clone`).
+  frame starts from the same session state, cloned untimed (:meth:`InferenceSession.clone`);
+* TTVOS, the other base network (HRNet-W18-small-v1, random weights, the frame's own size): a tracked frame
+  and a first frame (one object's initialisation and its frame) of the same scene, in the same rounds.
 
 All measurements run round-robin, one of each per round, so that a change of background load hits
 them alike. The table gives every module's share of its path's frame time and FLOPs (lib.tools.flops); the
@@ -333,6 +335,19 @@ def peak_memory_per_path(ftext: str, size: Tuple[int, int], device: torch.device
                 for path in ("compute", "reuse")}
 
 
+def ttvos_scene(scene: Scene, device: torch.device, seed: int):
+    """A TTVOS engine (HRNet-W18-small-v1, seeded random weights) at the scene's size, and a session whose
+    object started on frame 0 (untimed)."""
+    from models.ttvos import TTVOS
+
+    torch.manual_seed(seed)
+    engine = InferenceEngine(TTVOS("hrnetv2Sv1"), config=EngineConfig(size=None), device=device,
+                             count_flops=False)
+    session = engine.new_session(PolicyConfig("always"))
+    session.step(scene.frame0, {1: scene.mask0})
+    return engine, session
+
+
 def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), device: str = "cpu",
                   repeats: int = 10, warmup: int = 2, threads: Optional[int] = None, seed: int = 0,
                   channels_last: bool = False, log: Callable[[str], None] = lambda line: None) -> Dict[str, object]:
@@ -436,6 +451,12 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
                              (lambda: engine.new_session(COMPUTE_POLICY))),
         **{f"frame_compute_objects_{n}": frame("compute", scene.several[n]) for n in OBJECT_COUNTS[1:]},
     }
+    # TTVOS, the other base network (HRNet-W18-small-v1, random weights): a tracked frame and a first frame of the
+    # same scene through its own session
+    ttvos_engine, ttvos_start = ttvos_scene(scene, dev, seed)
+    jobs["ttvos_frame"] = ((lambda session: session.step(frame1).labels), ttvos_start.clone)
+    jobs["ttvos_first_frame"] = ((lambda session: session.step(scene.frame0, {1: scene.mask0}).labels),
+                                 (lambda: ttvos_engine.new_session(PolicyConfig("always"))))
     log(f"timing {len(jobs)} measurements round-robin, {warmup} + {repeats} rounds")
     timings = Stopwatch(dev, repeats, warmup).time_interleaved(jobs)
     assert scene.session("reuse").step(frame1).paths[1].reuses, "tau = -1 must reuse"
@@ -457,6 +478,11 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     result["first_frame"] = {"label": "first frame: one object's init + its frame",
                              **timings["first_frame_init"].summary()}
     one = result["frames"]["frame_compute"]["median_ms"]
+    ttvos_gflops = engine_counted(ttvos_engine, lambda: ttvos_start.clone().step(frame1)) * GIGA
+    result["ttvos"] = {"backbone": "hrnetv2Sv1",
+                       "frame": {**timings["ttvos_frame"].summary(), "gflops": ttvos_gflops},
+                       "first_frame": timings["ttvos_first_frame"].summary()}
+    result["ttvos"]["frame_vs_gfrtm_compute"] = result["ttvos"]["frame"]["median_ms"] / one
     result["objects"] = {"1": {"median_ms": one, "vs_one_object": 1.0, "target": 1.0}}
     for n in OBJECT_COUNTS[1:]:
         median = timings[f"frame_compute_objects_{n}"].summary()["median_ms"]
@@ -577,6 +603,13 @@ def format_table(result: Dict[str, object]) -> str:
     lines.append("compute-path frame with N objects, ms (x one object; target): " + ", ".join(
         f"N={n}: {o['median_ms']:.2f} ({o['vs_one_object']:.2f}x, <= {o['target']:.2f}x)"
         for n, o in result["objects"].items()))
+    if "ttvos" in result:
+        t = result["ttvos"]
+        lines += ["", f"{'TTVOS (hrnetv2Sv1) tracked frame':56s} {_fmt_ms(t['frame']['median_ms']):>9s} "
+                      f"{spread(t['frame']):>19s} {t['frame']['gflops']:8.2f}   "
+                      f"({t['frame_vs_gfrtm_compute']:.3f} of a G-FRTM compute frame)",
+                  f"{'TTVOS first frame: one object init + its frame':56s} "
+                  f"{_fmt_ms(t['first_frame']['median_ms']):>9s} {spread(t['first_frame']):>19s}"]
     r = result["ratios"]
     lines += ["", f"reuse / compute: time {r['time']:.3f}, FLOPs {r['flops']:.3f} "
                   f"(vs the amortised compute frame: time {r['time_vs_amortised']:.3f}, "

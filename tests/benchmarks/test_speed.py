@@ -48,6 +48,12 @@ def test_json_structure(run):
     first = result["first_frame"]  # one sample each: structure only, no comparison of single wall times
     assert first["label"].startswith("first frame") and 0 < first["min_ms"] <= first["median_ms"] <= first["max_ms"]
     assert list(result["objects"]) == ["1", "2", "4"] and result["objects"]["1"]["vs_one_object"] == 1.0
+    ttvos = result["ttvos"]  # the other base network's tracked and first frame, in the same rounds
+    assert ttvos["backbone"] == "hrnetv2Sv1"
+    assert ttvos["frame"]["median_ms"] > 0 and ttvos["first_frame"]["median_ms"] > 0
+    assert 0 < ttvos["frame"]["gflops"] < result["frames"]["frame_compute"]["gflops"]
+    assert ttvos["frame_vs_gfrtm_compute"] == pytest.approx(ttvos["frame"]["median_ms"]
+                                                            / result["frames"]["frame_compute"]["median_ms"])
     for n, row in result["objects"].items():
         assert row["target"] == pytest.approx(1 + 0.35 * (int(n) - 1)) and row["median_ms"] > 0
     for row in result["rows"]:
