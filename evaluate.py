@@ -99,7 +99,8 @@ def model_mode(args) -> int:
     apply_threads(args.threads)
     device = resolve_device(args.dev)
     if args.policy is not None:  # every setting checked before any work
-        [policy_from_args(args, tau) for tau in thresholds(args.policy, args.taus)]
+        for tau in thresholds(args.policy, args.taus):
+            policy_from_args(args, tau)
     dataset = open_eval_dataset(args.dset, args.davis_root, args.ytvos_root, args.sequences, args.split_list)
     sequences = list(dataset)
     loaded = load_model_from_args(args, device)

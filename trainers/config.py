@@ -57,6 +57,22 @@ class RunFolders:
     def config_path(self) -> Path:
         return Path(self.checkpoints) / "config.json"
 
+    def _check_loop(self) -> None:
+        """The training loop's settings, for configs that have them all: epochs, batch size, learning rate and its
+        StepLR, the per-epoch iteration cut, autocast and data-loader workers."""
+        need(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        need(self.lr_step >= 1 and 0 < self.lr_gamma <= 1, "lr_step must be >= 1 and 0 < lr_gamma <= 1")
+        need(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
+             f"--max-iters-per-epoch must be >= 1, got {self.max_iters_per_epoch}")
+        need(self.amp in (None, "bf16"), f"--amp must be bf16 or absent, got {self.amp!r}")
+        need(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain JSON-able dict: every tuple (size, holdout, ...) as a list."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
 
 @dataclass(frozen=True)
 class TrainConfig(RunFolders):
@@ -200,16 +216,6 @@ class TrainConfig(RunFolders):
         need(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
              f"--max-iters-per-epoch must be >= 1, got {self.max_iters_per_epoch}")
 
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain JSON-able dict (``size`` as a list)."""
-        out = dataclasses.asdict(self)
-        out["size"] = list(self.size)
-        out["holdout"] = list(self.holdout)
-        out["train_only"] = list(self.train_only)
-        if self.synthetic_size is not None:
-            out["synthetic_size"] = list(self.synthetic_size)
-        return out
-
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys are a :class:`ConfigError`."""
@@ -285,26 +291,13 @@ class WarpTrainConfig(RunFolders):
         need(len(self.size) == 2 and min(self.size) >= 16, f"--size H W must both be >= 16, got {self.size}")
         need(self.max_distance >= 1, f"--max-distance must be >= 1, got {self.max_distance}")
         need(self.samples_per_epoch >= 1, f"--samples-per-epoch must be >= 1, got {self.samples_per_epoch}")
-        need(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
-        need(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
-        need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
-        need(self.lr_step >= 1 and 0 < self.lr_gamma <= 1, "lr_step must be >= 1 and 0 < lr_gamma <= 1")
-        need(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
-             f"--max-iters-per-epoch must be >= 1, got {self.max_iters_per_epoch}")
         need(self.width >= 1, f"--corrector-width must be >= 1, got {self.width}")
-        need(self.amp in (None, "bf16"), f"--amp must be bf16 or absent, got {self.amp!r}")
-        need(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+        self._check_loop()
 
     @property
     def weights_path(self) -> Path:
         """The final weights file (no optimiser state), what ``--warp-corrector`` takes."""
         return self.run_dir / "warp_corrector.pth"
-
-    def to_dict(self) -> Dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["size"] = list(self.size)
-        out["holdout"] = list(self.holdout)
-        return out
 
 
 @dataclass(frozen=True)
@@ -368,12 +361,6 @@ class TileGateTrainConfig(RunFolders):
         """The final weights file, what ``--tile-gate`` takes."""
         return self.run_dir / "tile_gate.pth"
 
-    def to_dict(self) -> Dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["holdout"] = list(self.holdout)
-        if self.size is not None:
-            out["size"] = list(self.size)
-        return out
 
 
 TTVOS_DATASETS = ("dv2016", "dv2017", "duts", "synthetic")
@@ -453,22 +440,9 @@ class TTVOSTrainConfig(RunFolders):
         need(len(self.size) == 2 and all(s >= 32 and s % 16 == 0 for s in self.size),
              f"--size H W must be multiples of 16 (TTVOS's stride), at least 32; got {self.size}")
         need(self.clips_per_epoch >= 1, f"--clips-per-epoch must be >= 1, got {self.clips_per_epoch}")
-        need(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
-        need(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
-        need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
-        need(self.lr_step >= 1 and 0 < self.lr_gamma <= 1, "lr_step must be >= 1 and 0 < lr_gamma <= 1")
-        need(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
-             f"--max-iters-per-epoch must be >= 1, got {self.max_iters_per_epoch}")
-        need(self.amp in (None, "bf16"), f"--amp must be bf16 or absent, got {self.amp!r}")
-        need(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+        self._check_loop()
 
     @property
     def weights_path(self) -> Path:
         """The final model file (weights, backbone name and size; no optimiser state): ``--model`` takes it."""
         return self.run_dir / "ttvos.pth"
-
-    def to_dict(self) -> Dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["size"] = list(self.size)
-        out["holdout"] = list(self.holdout)
-        return out

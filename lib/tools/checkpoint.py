@@ -410,14 +410,24 @@ class InferenceModel:
     messages: List[str]
 
 
-def _checkpoint_size(info: CheckpointInfo) -> Optional[Tuple[int, int]]:
-    value = info.extra.get("size")
+def _checkpoint_size(value: Any, path: Path) -> Optional[Tuple[int, int]]:
+    """A file's recorded inference size ``[H, W]`` (None if it records none)."""
     if value is None:
         return None
     if (not isinstance(value, (list, tuple)) or len(value) != 2
             or not all(isinstance(v, int) and v >= 32 for v in value)):
-        raise CheckpointError(f"the recorded inference size {value!r} is not [H, W] with H, W >= 32", info.path)
+        raise CheckpointError(f"the recorded inference size {value!r} is not [H, W] with H, W >= 32", path)
     return int(value[0]), int(value[1])
+
+
+def _chosen_size(size: Optional[Sequence[int]], recorded: Optional[Tuple[int, int]],
+                 messages: List[str]) -> Optional[Tuple[int, int]]:
+    """The inference size: the one asked for, else the one the file records (said in ``messages``)."""
+    if size is not None:
+        return tuple(int(v) for v in size)
+    if recorded is not None:
+        messages.append(f"inference size {recorded[0]}x{recorded[1]}, as the checkpoint records (--size overrides)")
+    return recorded
 
 
 def load_inference_model(path: PathLike, *, trust: bool = False, ftext: Optional[str] = None,
@@ -462,10 +472,8 @@ def load_inference_model(path: PathLike, *, trust: bool = False, ftext: Optional
             messages.append(RANDOM_BACKBONE_WARNING)
         if embedded is not None:
             messages.append(f"note: --pretrained {pretrained} replaces the backbone weights stored in {info.path}")
-    recorded = _checkpoint_size(info)
-    chosen = tuple(int(v) for v in size) if size is not None else recorded
-    if chosen is not None and size is None:
-        messages.append(f"inference size {chosen[0]}x{chosen[1]}, as the checkpoint records (--size overrides)")
+    recorded = _checkpoint_size(info.extra.get("size"), info.path)
+    chosen = _chosen_size(size, recorded, messages)
     return InferenceModel(model.to(device).eval(), backbone, pretrained, chosen, messages)
 
 
@@ -476,13 +484,8 @@ def _ttvos_inference_model(obj: Any, path: Path, ftext: Optional[str], pretraine
         raise ConfigError(f"{path}: a TTVOS model holds its own backbone; --ftext / --pretrained apply to G-FRTM")
     model = _ttvos_from_object(obj, path)
     messages = [f"loaded TTVOS ({model.backbone_name}) from {path}"]
-    recorded = None
-    if isinstance(obj, Mapping) and obj.get("format") == PROJECT_FORMAT and obj.get("size") is not None:
-        recorded = _checkpoint_size(CheckpointInfo(path, "reuse-vos", TTVOS_KIND, model.backbone_name, 0, False,
-                                                   extra={"size": obj["size"]}))
-    chosen = tuple(int(v) for v in size) if size is not None else recorded
-    if chosen is not None and size is None:
-        messages.append(f"inference size {chosen[0]}x{chosen[1]}, as the checkpoint records (--size overrides)")
+    recorded = _checkpoint_size(obj.get("size") if obj.get("format") == PROJECT_FORMAT else None, path)
+    chosen = _chosen_size(size, recorded, messages)
     return InferenceModel(model.to(device).eval(), None, "embedded", chosen, messages)
 
 
