@@ -88,8 +88,8 @@ STAGE_DEFAULTS = {
 }
 # Flags of one stage only: giving them to another is an error.
 STAGE_ONLY = {
-    "gfrtm": ("ftext", "pretrained", "ytvos_root", "train_only", "synthetic_size", "split_list", "sampling", "m1", "m2",
-              "margin_epochs", "gate_loss", "target_rate", "tmcache", "tmcache_mode"),
+    "gfrtm": ("ftext", "pretrained", "ytvos_root", "train_only", "backbone_lr", "synthetic_size", "split_list",
+              "sampling", "m1", "m2", "margin_epochs", "gate_loss", "target_rate", "tmcache", "tmcache_mode"),
     "warp-corrector": ("max_distance", "samples_per_epoch", "corrector_width"),
     "tile-gate": ("model", "sparse_tile", "sparsity_target", "sparsity_weight"),
     "ttvos": ("ttvos_backbone", "train_backbone", "tps", "diff_loss", "tmp_loss"),
@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train only these parameter groups (convGS: the gate, Tmatching, Convert_Diff, refiner); "
                           "the others stay frozen in eval mode, e.g. --initPth MODEL --train-only convGS for a "
                           "gate-only fine-tune (default: all)")
+    run.add_argument("--backbone-lr", type=float, default=None, metavar="LR",
+                     help="fine-tune the backbone's weights at this learning rate with the G-FRTM losses (its "
+                          "BatchNorm statistics stay frozen; target models are then fitted per sample, without the "
+                          "cache; checkpoints carry the backbone). Default 0: frozen, as the paper")
     run.add_argument("--trust-checkpoint", action="store_true",
                      help="allow an official training checkpoint that pickles Python objects for --initPth")
     run.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
@@ -274,7 +278,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         tensorboard=args.tensorboard, tmcache=args.tmcache, tmcache_mode=args.tmcache_mode,
         davis_root=args.davis_root, ytvos_root=args.ytvos_root, synthetic_root=args.synthetic_root,
         saliency_root=args.saliency_root, train_only=tuple(t for t in (args.train_only or "").split(",") if t),
-        clips_per_epoch=args.clips_per_epoch or TrainConfig.clips_per_epoch,
+        backbone_lr=args.backbone_lr or 0.0, clips_per_epoch=args.clips_per_epoch or TrainConfig.clips_per_epoch,
         synthetic_size=tuple(args.synthetic_size) if args.synthetic_size else None, split_list=args.split_list,
         holdout=read_holdout(args.holdout), data_cache=args.data_cache, resume=args.resume, amp=args.amp,
         workers=args.workers, seed=args.seed,

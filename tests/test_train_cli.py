@@ -16,6 +16,7 @@ import torch
 
 import evaluate as evaluate_cli
 import train as train_cli
+from base.errors import CheckpointError, ConfigError
 from dataset.training import prepare_synthetic_davis
 from lib.tools.checkpoint import build_model_from_checkpoint
 from tests.cli import call
@@ -209,3 +210,67 @@ def test_train_only_the_gate_from_a_trained_model(reference, synthetic_root, tmp
             assert torch.equal(before[key], after[key]), key
     proc = train(tmp_path, *run_args(synthetic_root, name="bad", epochs=1), "--train-only", "gate", expect=2)
     assert "--train-only gate: choose from convGS, Tmatching, Convert_Diff, refiner" in proc.stderr
+
+
+@pytest.mark.slow
+def test_backbone_lr_finetunes_the_backbone_resumably(synthetic_root, tmp_path):
+    """--backbone-lr: the ResNet's weights learn (BatchNorm statistics do not), the checkpoints carry them, a killed
+    run resumes to exactly the uninterrupted run's model and backbone, the target-model cache is off, and the
+    checkpoint evaluates, bundles (float16) and serves as --pretrained with its own backbone."""
+    from lib.tools.checkpoint import BACKBONE_KEY, build_backbone, bundle, load_inference_model, read_backbone_file
+
+    args = [*run_args(synthetic_root, name="ft"), "--backbone-lr", "1e-3"]
+    (tmp_path / "whole").mkdir()
+    proc = train(tmp_path / "whole", *args)
+    assert "target-model cache off" in proc.stdout and not (tmp_path / "whole/runs/ft/tmcache").exists()
+    final = torch.load(tmp_path / "whole/runs/ft/checkpoints/ft_ep0002.pth", weights_only=True)
+    tuned, start = final[BACKBONE_KEY], build_backbone("resnet18", "none").resnet.state_dict()
+    assert final["backbone_source"] == "fine-tuned from none at lr 0.001"
+    assert [g["name"] for g in final["optimizer"]["param_groups"]][-1] == "backbone"
+    assert final["optimizer"]["param_groups"][-1]["lr"] == 1e-3
+    weights = [k for k in start if k.endswith("conv1.weight")]
+    assert weights and all(not torch.equal(tuned[k], start[k]) for k in weights)
+    for key in start:
+        if "running_" in key or "num_batches" in key:
+            assert torch.equal(tuned[key], start[key]), key
+
+    train(tmp_path, *args, env={"REUSE_VOS_TRAIN_EXIT_AT": "2:1"}, expect=75)
+    proc = train(tmp_path, *args)
+    assert "continuing at epoch 2" in proc.stdout
+    resumed = torch.load(tmp_path / "runs/ft/checkpoints/ft_ep0002.pth", weights_only=True)
+    assert_same_weights(resumed["model"], final["model"])
+    assert_same_weights(resumed[BACKBONE_KEY], tuned)
+
+    ckpt = tmp_path / "whole/runs/ft/checkpoints/ft_ep0002.pth"
+    loaded = load_inference_model(ckpt)
+    assert loaded.pretrained == "embedded"
+    assert torch.equal(loaded.backbone.resnet.state_dict()["conv1.weight"], tuned["conv1.weight"])
+    out = bundle(ckpt, tmp_path / "bundle.pth", size=(64, 112))
+    raw = torch.load(out, weights_only=True)
+    assert raw[BACKBONE_KEY]["conv1.weight"].dtype == torch.float16
+    assert torch.equal(raw[BACKBONE_KEY]["conv1.weight"], tuned["conv1.weight"].half())
+    assert raw["backbone_source"] == "fine-tuned from none at lr 0.001"
+    torch.save(start, tmp_path / "resnet.pth")
+    with pytest.raises(ConfigError, match="carries its own"):
+        bundle(ckpt, tmp_path / "bundle2.pth", backbone=tmp_path / "resnet.pth")
+    assert torch.equal(read_backbone_file(ckpt)["conv1.weight"], tuned["conv1.weight"])
+    assert torch.equal(read_backbone_file(out)["conv1.weight"], tuned["conv1.weight"].half().float())
+    with pytest.raises(CheckpointError, match="without backbone weights"):
+        read_backbone_file(_model_file_without_backbone(ckpt, tmp_path / "plain.pth"))
+    # the next stage (a Syn then DAVIS recipe) starts from the fine-tuned backbone
+    proc = train(tmp_path, *run_args(synthetic_root, name="next", epochs=1), "--pretrained", str(ckpt),
+                 "--initPth", str(ckpt))
+    assert "epoch 1/1: loss" in proc.stdout
+
+    proc = train(tmp_path, *run_args(synthetic_root, name="bad", epochs=1), "--backbone-lr", "1e-3",
+                 "--train-only", "convGS", expect=2)
+    assert "does not combine with --train-only" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _model_file_without_backbone(ckpt: Path, out: Path) -> Path:
+    from lib.tools.checkpoint import BACKBONE_KEY
+
+    raw = torch.load(ckpt, weights_only=True)
+    raw.pop(BACKBONE_KEY)
+    torch.save(raw, out)
+    return out

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from base.errors import CheckpointError, ConfigError
-from lib.tools.checkpoint import PROJECT_FORMAT, load_model_weights, module_names, save_model
+from lib.tools.checkpoint import BACKBONE_KEY, PROJECT_FORMAT, load_model_weights, module_names, save_model
 from models.gfrtm import GFRTM
 
 PathLike = Union[str, Path]
@@ -43,11 +43,20 @@ def to_cpu(value: Any) -> Any:
 
 def save_training_checkpoint(path: PathLike, model: GFRTM, *, name: str, epoch: int,
                              optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                             config: Mapping[str, Any], stats: Mapping[str, float]) -> None:
-    """Write a training checkpoint atomically (see the module docstring for the content)."""
+                             config: Mapping[str, Any], stats: Mapping[str, float],
+                             backbone: Optional[torch.nn.Module] = None, backbone_source: str = "") -> None:
+    """Write a training checkpoint atomically (see the module docstring for the content).
+
+    ``backbone`` (a fine-tuned torchvision ResNet) is stored in float32 as the file's embedded backbone, so the
+    checkpoint evaluates, bundles and resumes with it; ``backbone_source`` says what it was fine-tuned from.
+    """
+    extra: Dict[str, Any] = {}
+    if backbone is not None:
+        extra[BACKBONE_KEY] = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
+        extra["backbone_source"] = backbone_source
     save_model(path, model, name=name, epoch=int(epoch), optimizer=to_cpu(optimizer.state_dict()),
                scheduler=to_cpu(scheduler.state_dict()), config=dict(config),
-               stats={str(k): float(v) for k, v in stats.items()})
+               stats={str(k): float(v) for k, v in stats.items()}, **extra)
 
 
 def list_checkpoints(directory: PathLike, name: str) -> List[Tuple[int, Path]]:
@@ -80,9 +89,15 @@ def load_training_checkpoint(path: PathLike) -> Dict[str, Any]:
 
 
 def restore_training_state(state: Mapping[str, Any], model: GFRTM, optimizer: torch.optim.Optimizer,
-                           scheduler: torch.optim.lr_scheduler.LRScheduler, path: PathLike = "") -> int:
-    """Load model, optimizer and scheduler states; returns the checkpoint's (finished) epoch."""
+                           scheduler: torch.optim.lr_scheduler.LRScheduler, path: PathLike = "",
+                           backbone: Optional[torch.nn.Module] = None) -> int:
+    """Load model, optimizer and scheduler states (and a fine-tuned ``backbone``'s, which the checkpoint must
+    carry); returns the checkpoint's (finished) epoch."""
     try:
+        if backbone is not None:
+            if not isinstance(state.get(BACKBONE_KEY), Mapping):
+                raise KeyError("the checkpoint carries no fine-tuned backbone (a run without --backbone-lr?)")
+            backbone.load_state_dict(state[BACKBONE_KEY], strict=True)
         model.load_state_dict(state["model"], strict=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -104,6 +104,9 @@ class TrainConfig(RunFolders):
         clips_per_epoch: synthetic clips per epoch of ``--dset duts``.
         train_only: train just these parameter groups (``convGS`` the gate, ``Tmatching``, ``Convert_Diff``,
             ``refiner``), the others frozen in eval mode (e.g. a gate-only fine-tune of a trained model); () all.
+        backbone_lr: 0 (the paper's frozen backbone, the default) or the learning rate at which the backbone's
+            weights are fine-tuned with the G-FRTM losses (its BatchNorm statistics stay frozen; the first-frame
+            target models are then fitted on the current backbone for every sample, without the cache).
         synthetic_size: (H, W) the synthetic videos are generated at (None: the generator's default).
         split_list: YouTube-VOS training video list (None: the shipped jjtrain list).
         holdout: DAVIS train sequences left out of training (validation).
@@ -146,6 +149,7 @@ class TrainConfig(RunFolders):
     saliency_root: Optional[str] = None
     clips_per_epoch: int = 2000
     train_only: Tuple[str, ...] = ()
+    backbone_lr: float = 0.0
     split_list: Optional[str] = None
     holdout: Tuple[str, ...] = ()
     data_cache: str = ""
@@ -205,6 +209,9 @@ class TrainConfig(RunFolders):
         else:
             need(self.target_rate is None, "--target-rate only applies to --gate-loss ngate")
         need(0.0 <= self.m1 <= 1.0, f"--m1 must be in [0, 1], got {self.m1}")
+        need(self.backbone_lr >= 0.0, f"--backbone-lr must be >= 0, got {self.backbone_lr}")
+        need(not (self.backbone_lr > 0 and self.train_only),
+             "--backbone-lr fine-tunes the backbone with every module; it does not combine with --train-only")
         need(0.0 <= self.m2 <= 1.0, f"--m2 must be in [0, 1], got {self.m2}")
         need(self.margin_epochs >= 0, f"--marginEp must be >= 0, got {self.margin_epochs}")
         need(self.tmcache_mode in TMCACHE_MODES, f"--tmcache-mode {self.tmcache_mode!r}: choose one of "

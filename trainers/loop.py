@@ -56,6 +56,7 @@ EXIT_AT_ENV = "REUSE_VOS_TRAIN_EXIT_AT"
 DUMP_DIR_ENV = "REUSE_VOS_TRAIN_DUMP_DIR"
 EXIT_CODE = 75
 WEIGHT_DECAY = {"convGS": 0.0, "Tmatching": 1e-5, "Convert_Diff": 1e-5, "refiner": 1e-5}
+BACKBONE_WEIGHT_DECAY = 1e-5
 MEAN_STATS = ("loss", "seg", "delta", "gate", "accuracy", "reuse_rate")
 VISUAL_SCORES = ("delta", "score_target", "score_translated", "score_final")
 
@@ -66,11 +67,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_optimizer(model: GFRTM, lr: float, train_only: Sequence[str] = ()) -> torch.optim.Adam:
+def build_optimizer(model: GFRTM, lr: float, train_only: Sequence[str] = (),
+                    backbone: Optional[nn.Module] = None, backbone_lr: float = 0.0) -> torch.optim.Adam:
     """Adam (amsgrad) with the official four parameter groups and weight decays (spec 4.4); with ``train_only``
-    just those groups (the other modules are frozen by :func:`freeze_modules`)."""
+    just those groups (the other modules are frozen by :func:`freeze_modules`); with ``backbone`` a fifth group,
+    ``backbone``, at ``backbone_lr`` (weight decay 1e-5, as the learned modules')."""
     groups = [{"params": list(getattr(model, name).parameters()), "weight_decay": wd, "name": name}
               for name, wd in WEIGHT_DECAY.items() if not train_only or name in train_only]
+    if backbone is not None:
+        groups.append({"params": list(backbone.parameters()), "weight_decay": BACKBONE_WEIGHT_DECAY,
+                       "name": "backbone", "lr": backbone_lr})
     return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), amsgrad=True)
 
 
@@ -130,7 +136,13 @@ class Trainer:
             self.log(init_from_checkpoint(self.model, config.init_pth, trust=config.trust_checkpoint))
         self.model.to(self.device)
         self.frozen = freeze_modules(self.model, config.train_only)
-        self.optimizer = build_optimizer(self.model, config.lr, config.train_only)
+        self.tuned_backbone = None
+        if config.backbone_lr > 0:
+            # the ResNet's weights learn; FeatureExtractor stays in eval mode (BatchNorm statistics frozen)
+            self.tuned_backbone = self.backbone.resnet
+            self.tuned_backbone.requires_grad_(True)
+        self.optimizer = build_optimizer(self.model, config.lr, config.train_only, self.tuned_backbone,
+                                         config.backbone_lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.lr_step,
                                                          gamma=config.lr_gamma)
         self.start_epoch = 1
@@ -144,7 +156,8 @@ class Trainer:
                                                     official_lists=config.official_quirks)
         options = RecurrentOptions(gate_loss=config.gate_loss, m1=config.m1, m2=config.m2,
                                    margin_epochs=config.margin_epochs, target_rate=config.target_rate,
-                                   official_quirks=config.official_quirks, amp=config.amp)
+                                   official_quirks=config.official_quirks, amp=config.amp,
+                                   train_backbone=self.tuned_backbone is not None)
         self.recurrent = RecurrentTrainingModel(self.model, self.backbone, self.target_models, options)
         self.net = wrap_model(self.recurrent, self.ctx)
 
@@ -159,7 +172,8 @@ class Trainer:
         if found is None:
             return
         path, state = found
-        epoch = restore_training_state(state, self.model, self.optimizer, self.scheduler, path)
+        epoch = restore_training_state(state, self.model, self.optimizer, self.scheduler, path,
+                                       backbone=self.tuned_backbone)
         self.start_epoch = epoch + 1
         self.resumed_from = path
         changed = self.config.differences(state.get("config", {}))
@@ -172,6 +186,10 @@ class Trainer:
     def _build_cache(self) -> Optional[TargetModelCache]:
         cfg = self.config
         if cfg.tmcache_mode == "off":
+            return None
+        if self.tuned_backbone is not None:
+            self.log("target-model cache off: with --backbone-lr the backbone changes at every step, so each "
+                     "sample's first-frame target model is fitted on the current one")
             return None
         c4 = self.backbone.channels["layer4"]
         shapes = {"project.weight": (TRAIN_C_CHANNELS, c4, 1, 1), "filter.weight": (1, TRAIN_C_CHANNELS, 3, 3)}
@@ -225,7 +243,9 @@ class Trainer:
                 if self.ctx.is_main:
                     save_training_checkpoint(cfg.checkpoint_path(epoch), self.model, name=cfg.name, epoch=epoch,
                                              optimizer=self.optimizer, scheduler=self.scheduler,
-                                             config=cfg.to_dict(), stats=stats)
+                                             config=cfg.to_dict(), stats=stats, backbone=self.tuned_backbone,
+                                             backbone_source=f"fine-tuned from {Path(cfg.pretrained).name} "
+                                                             f"at lr {cfg.backbone_lr:g}")
                     self._write_tensorboard(writer, epoch, stats)
                     self.log(self._epoch_line(epoch, stats) + f" -> {cfg.checkpoint_path(epoch)}")
                 self.ctx.barrier()

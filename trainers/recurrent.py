@@ -69,6 +69,7 @@ class RecurrentOptions:
     target_rate: Optional[float] = None
     official_quirks: bool = False
     amp: Optional[str] = None
+    train_backbone: bool = False  # --backbone-lr: the features carry gradients to the backbone
 
 
 def parse_meta(meta: str) -> SampleKey:
@@ -104,7 +105,8 @@ def update_prev_x(prev_x: Tensor, curr_x: Tensor, gate: Tensor, inverted: bool =
 class RecurrentTrainingModel(nn.Module):
     """Trainable G-FRTM plus the frozen backbone and the per-sample target models, for one training step.
 
-    Only ``model``'s parameters are trained. The backbone is frozen in eval mode; the learned modules stay
+    Only ``model``'s parameters are trained, and with ``options.train_backbone`` the backbone's weights (the
+    target models' scores never carry a gradient to it). The backbone stays in eval mode; the learned modules stay
     in train mode (BatchNorm with batch statistics, as the official training). The gate's BatchNorm
     normalises a (B,16,4,4) map (after an adaptive 7x7 max-pool), so batch 1 works.
 
@@ -130,7 +132,8 @@ class RecurrentTrainingModel(nn.Module):
         return contextlib.nullcontext()
 
     def _features(self, image: Tensor) -> Dict[str, Tensor]:
-        with torch.no_grad(), self._autocast(image.device):
+        with torch.set_grad_enabled(self.options.train_backbone and torch.is_grad_enabled()), \
+                self._autocast(image.device):
             return self.backbone(image)
 
     def _gate_term(self, probs: Tensor, iou: Tensor, margin: float) -> Optional[Tensor]:

@@ -351,16 +351,25 @@ def imagenet_state_dict(name: str) -> Dict[str, Tensor]:
 
 
 def read_backbone_file(path: PathLike) -> Dict[str, Tensor]:
-    """A torchvision-format ResNet state dict file (saved with torch.save), read with weights_only."""
+    """Backbone weights from a file, read with weights_only: a torchvision-format ResNet state dict (saved with
+    torch.save), or a project-format G-FRTM file that carries its backbone (a bundle, or a training checkpoint
+    of a run that fine-tuned it, ``--backbone-lr``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("backbone weights file not found (expected 'none', 'imagenet' or a path to a "
                               "torchvision ResNet state dict)", path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"cannot read backbone weights ({err.__class__.__name__}); expected a "
                               "torchvision ResNet state dict saved with torch.save", path) from None
+    if isinstance(obj, Mapping) and obj.get("format") == PROJECT_FORMAT:
+        embedded = obj.get(BACKBONE_KEY)
+        if not isinstance(embedded, Mapping):
+            raise CheckpointError("a project model file without backbone weights; expected a torchvision ResNet "
+                                  "state dict or a model file that carries its backbone", path)
+        return {k: (v.float() if v.is_floating_point() else v) for k, v in embedded.items()}
+    return obj
 
 
 def build_backbone(name: str, pretrained: Union[str, PathLike, Mapping[str, Tensor]] = "none"):
@@ -504,12 +513,15 @@ def bundle(model_path: PathLike, out: PathLike, *, backbone: Optional[PathLike] 
         raise CheckpointError("bundle needs a full G-FRTM checkpoint, not an FRTM refiner", info.path)
     extra: Dict[str, Any] = {"ftext": info.ftext}
     extra.update({k: info.extra[k] for k in ("name", "epoch", "config", "stats") if k in info.extra})
-    if backbone is not None:
-        backbone = Path(backbone)
-        net = build_backbone(info.ftext, backbone)  # validates the file against the architecture
+    if backbone is not None and BACKBONE_KEY in info.extra:
+        raise ConfigError(f"{info.path} carries its own (fine-tuned) backbone: leave out --backbone")
+    if backbone is not None or BACKBONE_KEY in info.extra:
+        # a file validated against the architecture, or the checkpoint's own (a --backbone-lr run's)
+        net = build_backbone(info.ftext, backbone if backbone is not None else info.extra[BACKBONE_KEY])
         extra[BACKBONE_KEY] = {k: (v.to(backbone_dtype) if v.is_floating_point() else v).clone()
                                for k, v in net.resnet.state_dict().items()}
-        extra["backbone_source"] = backbone.name
+        extra["backbone_source"] = (Path(backbone).name if backbone is not None
+                                    else str(info.extra.get("backbone_source", info.path.name)))
     if size is not None:
         if len(size) != 2 or min(size) < 32:
             raise ConfigError(f"--size H W must both be >= 32, got {list(size)}")
@@ -704,7 +716,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bun = sub.add_parser("bundle", help="one self-contained model file: G-FRTM + backbone (float16) + size")
     bun.add_argument("src", help="G-FRTM checkpoint (e.g. a training checkpoint)")
     bun.add_argument("dst", help="output .pth")
-    bun.add_argument("--backbone", metavar="PATH", default=None, help="torchvision-format ResNet state dict to embed")
+    bun.add_argument("--backbone", metavar="PATH", default=None,
+                     help="torchvision-format ResNet state dict to embed (not for a --backbone-lr checkpoint, which "
+                          "carries its own)")
     bun.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="inference size to record")
     bun.add_argument("--card", metavar="JSON", default=None, help="JSON file of model-card facts to store")
     args = parser.parse_args(argv)
