@@ -40,6 +40,7 @@ from lib.engine.policies import add_policy_flags, default_policy, policy_class, 
 from lib.tools.cli import (
     SHIPPED_MODEL,
     add_compile_flag,
+    add_layout_flag,
     add_model_flags,
     add_overlap_flag,
     add_runtime_flags,
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_flags(parser, exclude=NEEDS_GROUND_TRUTH)
     add_runtime_flags(parser)
     add_compile_flag(parser)
+    add_layout_flag(parser)
     add_overlap_flag(parser)
     parser.add_argument("--resize-mask", action="store_true",
                         help="nearest-resize a mask whose size differs from the frames' (else an error)")
@@ -88,7 +90,8 @@ def segment_video(video: CustomVideo, args, out_dir: Path) -> Dict[str, object]:
     policy = policy_from_args(args, args.tau)
     model, backbone, size = loaded.model, loaded.backbone, loaded.size
     engine = InferenceEngine(model, backbone, EngineConfig(seed=args.seed, amp=args.amp, size=size,
-                                                           compile=args.compile), device)
+                                                           compile=args.compile,
+                                                           channels_last=args.channels_last), device)
     session = engine.new_session(policy, name=video.name)
 
     masks_dir = out_dir / "masks"

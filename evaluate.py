@@ -33,6 +33,7 @@ from lib.evaluation.summary import score_run, write_summary
 from lib.tools.cli import (
     add_compile_flag,
     add_dataset_root_flags,
+    add_layout_flag,
     add_model_flags,
     add_overlap_flag,
     add_runtime_flags,
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_overlap_flag(model)
     add_runtime_flags(model)
     add_compile_flag(model)
+    add_layout_flag(model)
     model.add_argument("--overwrite", action="store_true", help="recompute sequences finished earlier")
     return parser
 
@@ -113,13 +115,14 @@ def model_mode(args) -> int:
     out_dir = Path(args.out or f"results/{args.dset}-{Path(args.model).stem}-{args.policy}")
     scored = args.dset in SCORED_DATASETS
     engine = InferenceEngine(model, backbone, EngineConfig(target=target, seed=args.seed, amp=args.amp, size=size,
-                                                           compile=args.compile),
+                                                           compile=args.compile,
+                                                           channels_last=args.channels_last),
                              device, count_flops=not args.no_flops)
     setup = {"model": Path(args.model).name, "base": engine.base.name, "backbone": engine.base.backbone_name,
              "pretrained": loaded.pretrained, "device": str(device),
              "threads": torch.get_num_threads() if device.type == "cpu" else None,
              "tm_iters": args.tm_iters, "amp": args.amp, "size": list(size) if size else None,
-             "compile": list(args.compile)}
+             "compile": list(args.compile), "channels_last": engine.channels_last}
     runs = []
     for policy in policies:
         spec = RunSpec(args.dset, out_dir, scored,

@@ -80,10 +80,11 @@ class EngineConfig:
         seed: seeds each object's target-model initial weights and its first-frame augmentation.
         amp: ``None`` (float32) or ``"bf16"`` (autocast for the networks; the target-model
             optimisation stays float32).
-        channels_last: run the networks on channels-last (NHWC) tensors, which some backends run faster
-            (e.g. CUDA with AMP; on a 2-core CPU it measured within noise of the default). Results
-            equal the default layout's up to float rounding (~1e-7), not bit for bit. The engine
-            converts the networks given to it in place.
+        channels_last: run the networks on channels-last (NHWC) tensors (True), on the default NCHW layout
+            (False), or (None) on the base network's own choice, :attr:`BaseNetwork.channels_last`: NCHW for
+            G-FRTM (NHWC measured within noise of it on a 2-core CPU), NHWC for TTVOS (its HRNet backbone
+            1.7x faster on a 2-core CPU, docs/performance.md). Results equal the other layout's up to float
+            rounding (~1e-6), not bit for bit. The engine converts the networks given to it in place.
         size: (H, W) to run the networks at, or None for each frame's own size (the official behaviour).
             Frames are resized with INTER_AREA (as the training frames), given masks with INTER_NEAREST; the
             object probabilities are upsampled bilinearly to the frame's size and merged there, so the labels
@@ -100,7 +101,7 @@ class EngineConfig:
     target: TargetModelConfig = field(default_factory=TargetModelConfig.eval_fast)
     seed: int = 0
     amp: Optional[str] = None
-    channels_last: bool = False
+    channels_last: Optional[bool] = None
     size: Optional[Tuple[int, int]] = None
     compile: Tuple[str, ...] = ()
 
@@ -142,11 +143,14 @@ class InferenceEngine:
         model = model.to(self.device).eval()
         if backbone is not None:
             backbone = backbone.to(self.device).eval()
-        if self.config.channels_last:
+        base_cls = base_class_for(model)
+        self.channels_last = (base_cls.channels_last if self.config.channels_last is None
+                              else bool(self.config.channels_last))
+        if self.channels_last:
             model.to(memory_format=torch.channels_last)
             if backbone is not None:
                 backbone.to(memory_format=torch.channels_last)
-        self.base: BaseNetwork = base_class_for(model)(self, model, backbone)
+        self.base: BaseNetwork = base_cls(self, model, backbone)
 
     @property
     def model(self) -> nn.Module:

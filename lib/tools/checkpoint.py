@@ -16,7 +16,8 @@ Command line: ``python -m lib.tools.checkpoint convert OFFICIAL.pth OUT.pth [--t
 project format (model weights only; optimizer, scheduler and stats are dropped).
 ``python -m lib.tools.checkpoint bundle TRAINED.pth OUT.pth --backbone RESNET.pth --size H W`` writes one
 self-contained model file (the G-FRTM weights, the backbone in float16 and the inference size it was
-trained at) that ``evaluate.py`` / ``demo.py`` use with ``--model OUT.pth`` alone.
+trained at) that ``evaluate.py`` / ``demo.py`` use with ``--model OUT.pth`` alone; on a TTVOS training checkpoint
+(``train.py --stage ttvos``) it writes TTVOS's weights and the size its training recorded (no ``--backbone``).
 """
 
 from __future__ import annotations
@@ -501,13 +502,19 @@ def _ttvos_inference_model(obj: Any, path: Path, ftext: Optional[str], pretraine
 def bundle(model_path: PathLike, out: PathLike, *, backbone: Optional[PathLike] = None,
            size: Optional[Sequence[int]] = None, card: Optional[Mapping[str, Any]] = None,
            backbone_dtype: torch.dtype = torch.float16) -> Path:
-    """Write a self-contained model file: G-FRTM weights, the backbone (float16), the inference size.
+    """Write a self-contained model file: G-FRTM weights, the backbone (float16), the inference size; for a TTVOS
+    checkpoint its weights, the size (given or recorded) and the card.
 
     The result is a project-format file (loads with weights_only) that :func:`load_inference_model` reads
     with no further flags. Training state (optimizer, scheduler) is dropped; name, epoch, config and stats
     are kept. ``card`` is plain data stored as ``card`` (data, command, wall time, scores ...).
     """
 
+    if size is not None and (len(size) != 2 or min(size) < 32):
+        raise ConfigError(f"--size H W must both be >= 32, got {list(size)}")
+    obj = _torch_load(Path(model_path), False)[0] if Path(model_path).is_file() else None
+    if is_ttvos_checkpoint(obj):
+        return _bundle_ttvos(obj, Path(model_path), out, backbone=backbone, size=size, card=card)
     state, info = load_model_weights(model_path)
     if info.kind != "gfrtm":
         raise CheckpointError("bundle needs a full G-FRTM checkpoint, not an FRTM refiner", info.path)
@@ -523,12 +530,29 @@ def bundle(model_path: PathLike, out: PathLike, *, backbone: Optional[PathLike] 
         extra["backbone_source"] = (Path(backbone).name if backbone is not None
                                     else str(info.extra.get("backbone_source", info.path.name)))
     if size is not None:
-        if len(size) != 2 or min(size) < 32:
-            raise ConfigError(f"--size H W must both be >= 32, got {list(size)}")
         extra["size"] = [int(v) for v in size]
     if card:
         extra["card"] = dict(card)
     _write_project_file(out, state, extra)
+    return Path(out)
+
+
+def _bundle_ttvos(obj: Any, path: Path, out: PathLike, *, backbone: Optional[PathLike],
+                  size: Optional[Sequence[int]], card: Optional[Mapping[str, Any]]) -> Path:
+    """:func:`bundle` for TTVOS: its weights (float32: 1.6 M parameters) and constructor arguments, the size
+    (given, else the one a training checkpoint records), name, epoch, config, stats and card; no training state."""
+    if backbone is not None:
+        raise ConfigError(f"{path} is a TTVOS checkpoint, which holds its own backbone: leave out --backbone")
+    model = _ttvos_from_object(obj, path)
+    project = obj.get("format") == PROJECT_FORMAT
+    extra: Dict[str, Any] = {k: obj[k] for k in ("name", "epoch", "config", "stats") if project and k in obj}
+    recorded = _checkpoint_size(obj.get("size") if project else None, path)
+    chosen = [int(v) for v in size] if size is not None else (list(recorded) if recorded else None)
+    if chosen is not None:
+        extra["size"] = chosen
+    if card:
+        extra["card"] = dict(card)
+    save_ttvos(out, model, **extra)
     return Path(out)
 
 
@@ -713,13 +737,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     conv.add_argument("dst", help="output .pth (project format, loads with weights_only=True)")
     conv.add_argument("--trust-checkpoint", action="store_true",
                       help="allow unpickling Python objects (official 'stats'); only for trusted files")
-    bun = sub.add_parser("bundle", help="one self-contained model file: G-FRTM + backbone (float16) + size")
-    bun.add_argument("src", help="G-FRTM checkpoint (e.g. a training checkpoint)")
+    bun = sub.add_parser("bundle", help="one self-contained model file: G-FRTM + backbone (float16) + size, "
+                         "or TTVOS + size")
+    bun.add_argument("src", help="G-FRTM or TTVOS checkpoint (e.g. a training checkpoint)")
     bun.add_argument("dst", help="output .pth")
     bun.add_argument("--backbone", metavar="PATH", default=None,
                      help="torchvision-format ResNet state dict to embed (not for a --backbone-lr checkpoint, which "
                           "carries its own)")
-    bun.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="inference size to record")
+    bun.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                     help="inference size to record (TTVOS: default the one its training checkpoint records)")
     bun.add_argument("--card", metavar="JSON", default=None, help="JSON file of model-card facts to store")
     args = parser.parse_args(argv)
     if args.command == "bundle":

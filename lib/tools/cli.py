@@ -37,6 +37,7 @@ def parse_sequence_list(value: Optional[str]) -> Optional[list]:
 
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "weights" / "gfrtm_rn18_dv2016_cpu.pth"
+SHIPPED_TTVOS = Path(__file__).resolve().parents[2] / "weights" / "ttvos_hrnet_dv2016_cpu.pth"
 
 
 PRETRAINED_HELP = {
@@ -110,6 +111,14 @@ def add_compile_flag(group) -> None:
                        help="run backbone and/or refiner (comma-separated) through torch.compile (inductor); the "
                             "compilation time is reported apart (compile_seconds). Measured on a 2-core CPU: the "
                             "backbone 13%% faster after 8 s of compilation, the refiner slower")
+
+
+def add_layout_flag(group) -> None:
+    """``--channels-last`` / ``--no-channels-last`` -> ``args.channels_last`` (None: the base network's choice)."""
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="run the networks on NHWC (channels-last) tensors, or not (default: the base network's "
+                            "faster layout as measured on a 2-core CPU: NCHW for G-FRTM, NHWC for TTVOS); results "
+                            "agree up to float rounding")
 
 
 def add_overlap_flag(group) -> None:

@@ -30,12 +30,15 @@ class BaseNetwork(ABC):
         model_type: the ``nn.Module`` class it runs (the engine picks the base from its model).
         reuse: True if it has a gate and a reuse path (``match`` and ``run_translate``).
         needs_backbone: True if the model comes with a separate backbone (G-FRTM's frozen ResNet).
+        channels_last: the memory layout the engine runs it on unless ``EngineConfig.channels_last`` says
+            otherwise: the faster one as measured (NHWC where True).
     """
 
     name: ClassVar[str]
     model_type: ClassVar[type]
     reuse: ClassVar[bool] = False
     needs_backbone: ClassVar[bool] = False
+    channels_last: ClassVar[bool] = False
     # path names this base cannot run (e.g. "sparse": it has no G-FRTM shallow stages)
     unsupported_paths: ClassVar[FrozenSet[str]] = frozenset()
 

@@ -63,6 +63,7 @@ class TTVOSBase(BaseNetwork):
     name = "ttvos"
     model_type = TTVOS
     reuse = False
+    channels_last = True  # HRNet-W18-small-v1 at 240x432, 2 threads: backbone 34 -> 20 ms (docs/performance.md)
     unsupported_paths = frozenset({"translate", "sparse"})
 
     def __init__(self, engine, model: TTVOS, backbone=None):

@@ -98,3 +98,26 @@ def test_model_path_alone_picks_ttvos_for_the_engine(tmp_path):
     assert again.size == (240, 432) and load_inference_model(tmp_path / "m.pth", size=(96, 128)).size == (96, 128)
     with pytest.raises(ConfigError, match="own backbone"):
         load_inference_model(OFFICIAL, pretrained="imagenet")
+
+
+def test_bundle_writes_a_small_ttvos_model_file(tmp_path, capsys):
+    """``checkpoint bundle`` on a TTVOS training checkpoint: the weights, the recorded size (or --size), name /
+    epoch / config / card, no optimizer; --backbone refused in one line."""
+    from lib.tools.checkpoint import load_inference_model, main
+
+    model = load_ttvos(OFFICIAL)
+    save_ttvos(tmp_path / "ckpt.pth", model, name="run", epoch=7, size=[240, 432],
+               optimizer={"state": {}, "param_groups": []}, config={"lr": 3e-4})
+    (tmp_path / "card.json").write_text('{"data": "DAVIS 2016 train"}')
+    assert main(["bundle", str(tmp_path / "ckpt.pth"), str(tmp_path / "out.pth"),
+                 "--card", str(tmp_path / "card.json")]) == 0
+    out = torch.load(tmp_path / "out.pth", weights_only=True)
+    assert out["kind"] == "ttvos" and out["size"] == [240, 432] and out["epoch"] == 7 and "optimizer" not in out
+    assert out["card"] == {"data": "DAVIS 2016 train"} and out["config"] == {"lr": 3e-4}
+    _same(model, load_ttvos(tmp_path / "out.pth"))
+    assert load_inference_model(tmp_path / "out.pth").size == (240, 432)
+    assert main(["bundle", str(tmp_path / "ckpt.pth"), str(tmp_path / "o2.pth"), "--size", "480", "864"]) == 0
+    assert torch.load(tmp_path / "o2.pth", weights_only=True)["size"] == [480, 864]
+    capsys.readouterr()
+    assert main(["bundle", str(OFFICIAL), str(tmp_path / "o3.pth"), "--backbone", str(OFFICIAL)]) == 2
+    assert "own backbone" in capsys.readouterr().err

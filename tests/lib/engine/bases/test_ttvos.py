@@ -120,3 +120,30 @@ def test_policies_that_need_a_gate_or_reuse_path_are_refused(fixture, policy):
     engine = InferenceEngine(fixture[2], count_flops=False)
     with pytest.raises(ConfigError, match="ttvos"):
         engine.new_session(policy)
+
+
+def test_ttvos_runs_channels_last_by_default_and_both_layouts_agree(fixture):
+    """The engine runs TTVOS on NHWC tensors unless told otherwise (its backbone's faster layout on the CPU) and
+    G-FRTM on NCHW; both layouts give the same logits up to float rounding and the same masks."""
+    import copy
+
+    from models.backbone import FeatureExtractor
+    from models.gfrtm import GFRTM
+
+    model = fixture[2]
+    nhwc = InferenceEngine(copy.deepcopy(model), config=EngineConfig(size=(240, 432)), count_flops=False)
+    nchw = InferenceEngine(copy.deepcopy(model), config=EngineConfig(size=(240, 432), channels_last=False),
+                           count_flops=False)
+    assert nhwc.channels_last and not nchw.channels_last
+    weight = nhwc.model.backbone.conv1.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert not InferenceEngine(GFRTM("resnet18"), FeatureExtractor("resnet18", "none"), count_flops=False).channels_last
+    frames = sorted((SAMPLE / "JPEGImages/480p/car-shadow").glob("*.jpg"))[:3]
+    first_mask = read_index_png(SAMPLE / "Annotations/480p/car-shadow/00000.png") > 0
+    sessions = [e.new_session(PolicyConfig("always")) for e in (nhwc, nchw)]
+    for t, path in enumerate(frames):
+        image = read_image_rgb(path)
+        a, b = (s.step(image, {1: first_mask} if t == 0 else None) for s in sessions)
+        if t:
+            assert_abs(a.result.logits[1], b.result.logits[1], f"frame {t} logits")
+            assert int((a.labels != b.labels).sum()) <= 10
