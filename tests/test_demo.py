@@ -139,15 +139,15 @@ def test_demo_errors_are_one_line(checkpoint, clip, tmp_path):
 
 @pytest.mark.slow
 def test_demo_defaults_to_the_shipped_model(clip, tmp_path):
-    """No --model: the shipped model, with its own backbone and its recorded 240x432 inference size."""
+    """No --model: the shipped model, with its own backbone and its recorded 360x640 inference size."""
     out = tmp_path / "shipped"
     proc = demo("--video", clip / "frames", "--mask", clip / "mask.png", "--dev", "cpu", "--max-frames", "4",
                 "--out", out)
     assert "backbone: the checkpoint's own resnet18 weights" in proc.stdout
-    assert "inference size 240x432" in proc.stdout
+    assert "inference size 360x640" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert Path(summary["model"]).name == "gfrtm_rn18_dv2016_cpu.pth"
-    assert summary["pretrained"] == "embedded" and summary["network_size"] == [240, 432]
+    assert summary["pretrained"] == "embedded" and summary["network_size"] == [360, 640]
     assert summary["size"] == [H, W] and len(list((out / "masks").glob("*.png"))) == 4
 
 
