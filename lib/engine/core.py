@@ -85,6 +85,9 @@ class EngineConfig:
             G-FRTM (NHWC measured within noise of it on a 2-core CPU), NHWC for TTVOS (its HRNet backbone
             1.7x faster on a 2-core CPU, docs/performance.md). Results equal the other layout's up to float
             rounding (~1e-6), not bit for bit. The engine converts the networks given to it in place.
+        fold_bn: fold inference BatchNorm into the convolutions before it (None: the base network's choice:
+            TTVOS folds its backbone's, on a copy of the model; G-FRTM folds nothing, where it measured without
+            gain). The same function up to float rounding; False runs the layers as given.
         size: (H, W) to run the networks at, or None for each frame's own size (the official behaviour).
             Frames are resized with INTER_AREA (as the training frames), given masks with INTER_NEAREST; the
             object probabilities are upsampled bilinearly to the frame's size and merged there, so the labels
@@ -102,6 +105,7 @@ class EngineConfig:
     seed: int = 0
     amp: Optional[str] = None
     channels_last: Optional[bool] = None
+    fold_bn: Optional[bool] = None
     size: Optional[Tuple[int, int]] = None
     compile: Tuple[str, ...] = ()
 

@@ -14,6 +14,7 @@ last computed one.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -26,6 +27,7 @@ from base.errors import ConfigError
 from lib.engine.aggregation import odds_aggregate
 from lib.engine.bases.base import BaseNetwork, register
 from lib.engine.state import FrameContext, ObjectState
+from models.fold import fold_batchnorm
 from models.ttvos import TTVOS, TTVOSState, normalise_image
 
 DIVISOR = 16
@@ -71,6 +73,13 @@ class TTVOSBase(BaseNetwork):
             raise ConfigError("TTVOS holds its own backbone; pass none")
         if engine.config.compile:
             raise ConfigError("--compile applies to G-FRTM only")
+        if engine.config.fold_bn is not False:
+            # inference on a copy whose backbone BatchNorms are folded into their convolutions (the caller's
+            # model keeps its layers and keys); the same function up to float rounding
+            model = copy.deepcopy(model).eval()
+            fold_batchnorm(model.backbone)
+            if engine.channels_last:
+                model.to(memory_format=torch.channels_last)
         super().__init__(engine, model, None)
 
     def frame_features(self, image: Tensor) -> Dict[str, Tensor]:

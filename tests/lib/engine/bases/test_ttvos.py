@@ -123,8 +123,8 @@ def test_policies_that_need_a_gate_or_reuse_path_are_refused(fixture, policy):
 
 
 def test_ttvos_runs_channels_last_by_default_and_both_layouts_agree(fixture):
-    """The engine runs TTVOS on NHWC tensors unless told otherwise (its backbone's faster layout on the CPU) and
-    G-FRTM on NCHW; both layouts give the same logits up to float rounding and the same masks."""
+    """The engine runs TTVOS on NHWC tensors with its backbone's BatchNorms folded unless told otherwise (faster on
+    the CPU) and G-FRTM on NCHW; both give the same logits as plain NCHW up to float rounding and the same masks."""
     import copy
 
     from models.backbone import FeatureExtractor
@@ -132,12 +132,17 @@ def test_ttvos_runs_channels_last_by_default_and_both_layouts_agree(fixture):
 
     model = fixture[2]
     nhwc = InferenceEngine(copy.deepcopy(model), config=EngineConfig(size=(240, 432)), count_flops=False)
-    nchw = InferenceEngine(copy.deepcopy(model), config=EngineConfig(size=(240, 432), channels_last=False),
-                           count_flops=False)
+    nchw = InferenceEngine(copy.deepcopy(model), config=EngineConfig(size=(240, 432), channels_last=False,
+                                                                     fold_bn=False), count_flops=False)
     assert nhwc.channels_last and not nchw.channels_last
     weight = nhwc.model.backbone.conv1.weight
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
     assert not InferenceEngine(GFRTM("resnet18"), FeatureExtractor("resnet18", "none"), count_flops=False).channels_last
+    # the backbone's BatchNorms are folded on the engine's copy (EngineConfig.fold_bn), never in the given model
+    assert isinstance(nhwc.model.backbone.bn1, torch.nn.Identity)
+    assert isinstance(model.backbone.bn1, torch.nn.BatchNorm2d)
+    plain = InferenceEngine(copy.deepcopy(model), config=EngineConfig(fold_bn=False), count_flops=False)
+    assert isinstance(plain.model.backbone.bn1, torch.nn.BatchNorm2d)
     frames = sorted((SAMPLE / "JPEGImages/480p/car-shadow").glob("*.jpg"))[:3]
     first_mask = read_index_png(SAMPLE / "Annotations/480p/car-shadow/00000.png") > 0
     sessions = [e.new_session(PolicyConfig("always")) for e in (nhwc, nchw)]
