@@ -84,7 +84,8 @@ class EngineConfig:
             (False), or (None) on the base network's own choice, :attr:`BaseNetwork.channels_last`: NCHW for
             G-FRTM (NHWC measured within noise of it on a 2-core CPU), NHWC for TTVOS (its HRNet backbone
             1.7x faster on a 2-core CPU, docs/performance.md). Results equal the other layout's up to float
-            rounding (~1e-6), not bit for bit. The engine converts the networks given to it in place.
+            rounding (~1e-6), not bit for bit. The engine converts the networks the base runs in place (the
+            given ones, or TTVOS's folded copy).
         fold_bn: fold inference BatchNorm into the convolutions before it (None: the base network's choice:
             TTVOS folds its backbone's, on a copy of the model; G-FRTM folds nothing, where it measured without
             gain). The same function up to float rounding; False runs the layers as given.
@@ -150,11 +151,11 @@ class InferenceEngine:
         base_cls = base_class_for(model)
         self.channels_last = (base_cls.channels_last if self.config.channels_last is None
                               else bool(self.config.channels_last))
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
-            if backbone is not None:
-                backbone.to(memory_format=torch.channels_last)
         self.base: BaseNetwork = base_cls(self, model, backbone)
+        if self.channels_last:  # the networks the base runs (TTVOS: its folded copy)
+            self.base.model.to(memory_format=torch.channels_last)
+            if self.base.backbone is not None:
+                self.base.backbone.to(memory_format=torch.channels_last)
 
     @property
     def model(self) -> nn.Module:

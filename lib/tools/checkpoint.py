@@ -512,10 +512,13 @@ def bundle(model_path: PathLike, out: PathLike, *, backbone: Optional[PathLike] 
 
     if size is not None and (len(size) != 2 or min(size) < 32):
         raise ConfigError(f"--size H W must both be >= 32, got {list(size)}")
-    obj = _torch_load(Path(model_path), False)[0] if Path(model_path).is_file() else None
+    path = Path(model_path)
+    if not path.is_file():
+        raise CheckpointError("checkpoint file not found", path)
+    obj, trusted = _torch_load(path, False)  # read once, for either network
     if is_ttvos_checkpoint(obj):
-        return _bundle_ttvos(obj, Path(model_path), out, backbone=backbone, size=size, card=card)
-    state, info = load_model_weights(model_path)
+        return _bundle_ttvos(obj, path, out, backbone=backbone, size=size, card=card)
+    state, info = _parse_model_weights(obj, path, trusted)
     if info.kind != "gfrtm":
         raise CheckpointError("bundle needs a full G-FRTM checkpoint, not an FRTM refiner", info.path)
     extra: Dict[str, Any] = {"ftext": info.ftext}

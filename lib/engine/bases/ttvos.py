@@ -78,8 +78,6 @@ class TTVOSBase(BaseNetwork):
             # model keeps its layers and keys); the same function up to float rounding
             model = copy.deepcopy(model).eval()
             fold_batchnorm(model.backbone)
-            if engine.channels_last:
-                model.to(memory_format=torch.channels_last)
         super().__init__(engine, model, None)
 
     def frame_features(self, image: Tensor) -> Dict[str, Tensor]:
