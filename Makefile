@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.reuse-vos-installed
 
-.PHONY: install demo train-cpu train-ttvos-cpu train-warp-cpu train-tile-gate-cpu test test-fast test-kernels lint clean-venv
+.PHONY: install demo train-cpu train-ttvos-cpu train-gttvos-cpu compare-bases train-warp-cpu train-tile-gate-cpu test test-fast test-kernels lint clean-venv
 
 install: $(STAMP)
 
@@ -101,6 +101,58 @@ train-ttvos-cpu: $(STAMP)
 	$(PY) evaluate.py --dset dv2016val --davis-root $(DEMO_DAVIS) --sequences blackswan,car-shadow \
 		--model $(TTVOS_MODEL) --dev cpu --out results/$(TTVOS_RUN)-sample
 	@echo "model: $(TTVOS_MODEL)   scores: results/$(TTVOS_RUN)-holdout/report.md, results/$(TTVOS_RUN)-sample/report.md"
+
+# The CPU training recipe of the shipped G-TTVOS (docs/gttvos.md): the reuse modules (template matching on the
+# backbone's stem, the gate, the delta-generator, the translator of the decoder's last state) trained on the
+# shipped TTVOS, which stays as it is, on the DAVIS 2016 train sequences without the held-out ones (6-frame clips,
+# 240x432, GTTVOS_EPOCHS epochs of about 1.4 minutes on 2 cores), the paper's gate loss without the margin
+# (m1 0, as the shipped G-FRTM's gate stage); bundled at 360x640 and scored with a tau sweep. Resumable.
+GTTVOS_RUN      ?= gttvos-cpu
+GTTVOS_EPOCHS   ?= 10
+GTTVOS_BASE     ?= weights/ttvos_hrnet_dv2016_cpu.pth
+GTTVOS_MODEL     = runs/$(GTTVOS_RUN)/gttvos_hrnet_dv2016_cpu.pth
+GTTVOS_TAUS     ?= 1.0 0.9 0.8 0.7 0.6 0.5 0.4 0.3
+
+train-gttvos-cpu: $(STAMP)
+	@test -f $(TRAIN_DAVIS)/ImageSets/2016/train.txt || { echo "error: $(TRAIN_DAVIS)/ImageSets/2016/train.txt not found: make train-gttvos-cpu TRAIN_DAVIS=DIR"; exit 2; }
+	$(PY) train.py --stage gttvos --name $(GTTVOS_RUN) --dset dv2016 --davis-root $(TRAIN_DAVIS) --holdout $(HOLDOUT) \
+		--initPth $(GTTVOS_BASE) --placement frame --size 240 432 --batch-size 4 --seq-len 6 --lr 1e-3 --lr-step 15 \
+		--m1 0 --m2 0 --epochs $(GTTVOS_EPOCHS) --dev cpu --workers 1
+	$(PY) -m lib.tools.checkpoint bundle \
+		runs/$(GTTVOS_RUN)/checkpoints/$(GTTVOS_RUN)_ep$(shell printf %04d $(GTTVOS_EPOCHS)).pth $(GTTVOS_MODEL) \
+		--size 360 640
+	$(PY) evaluate.py --dset dv2016train --davis-root $(TRAIN_DAVIS) --sequences $(shell paste -sd, $(HOLDOUT)) \
+		--model $(GTTVOS_MODEL) --dev cpu --TH $(GTTVOS_TAUS) --out results/$(GTTVOS_RUN)-holdout
+	$(PY) evaluate.py --dset dv2016val --davis-root $(DEMO_DAVIS) --sequences blackswan,car-shadow \
+		--model $(GTTVOS_MODEL) --dev cpu --TH $(GTTVOS_TAUS) --out results/$(GTTVOS_RUN)-sample
+	@echo "model: $(GTTVOS_MODEL)   scores: results/$(GTTVOS_RUN)-holdout/report.md, results/$(GTTVOS_RUN)-sample/report.md"
+
+# G-FRTM and G-TTVOS side by side (README, "G-FRTM and G-TTVOS side by side"): both shipped models at their 360x640,
+# the gate's tau sweep, the ground-truth oracle, every-k and the flow-warped every-k, on the held-out train sequences
+# and on the bundled val pair; one report and plot per set of sequences (about 35 minutes on 2 cores; evaluate.py
+# resumes, so an interrupted run goes on where it stopped).
+COMPARE_OUT    ?= results/compare-bases
+COMPARE_GFRTM  ?= weights/gfrtm_rn18_dv2016_cpu.pth
+COMPARE_GTTVOS ?= weights/gttvos_hrnet_dv2016_cpu.pth
+COMPARE_SETS    = holdout:dv2016train:$(TRAIN_DAVIS):$(shell paste -sd, $(HOLDOUT)) \
+                  sample:dv2016val:$(DEMO_DAVIS):blackswan,car-shadow
+
+compare-bases: $(STAMP)
+	@set -e; for set in $(COMPARE_SETS); do \
+	  name=$$(echo $$set | cut -d: -f1); dset=$$(echo $$set | cut -d: -f2); root=$$(echo $$set | cut -d: -f3); \
+	  seqs=$$(echo $$set | cut -d: -f4); folders=""; \
+	  for net in gfrtm:$(COMPARE_GFRTM) gttvos:$(COMPARE_GTTVOS); do \
+	    tag=$${net%%:*}; model=$${net#*:}; out=$(COMPARE_OUT)/$$name/$$tag; \
+	    run() { $(PY) evaluate.py --dset $$dset --davis-root $$root --sequences $$seqs --model $$model --dev cpu "$$@"; }; \
+	    run --TH 1.0 0.9 0.8 0.7 0.6 0.5 0.45 0.4 0.3 --out $$out-gate; \
+	    run --policy oracle --TH 0.9 0.8 0.7 0.6 0.5 --out $$out-oracle; \
+	    for k in 2 3 5; do run --policy every-k --every-k $$k --out $$out-every-$$k; done; \
+	    for k in 3 5; do run --policy warp-every-k --every-k $$k --out $$out-warp-every-$$k; done; \
+	    folders="$$folders $$out-gate $$out-oracle $$out-every-2 $$out-every-3 $$out-every-5 $$out-warp-every-3 $$out-warp-every-5"; \
+	  done; \
+	  $(PY) -m lib.evaluation.report $$folders --out $(COMPARE_OUT)/$$name; \
+	done
+	@echo "reports: $(COMPARE_OUT)/holdout/report.md, $(COMPARE_OUT)/sample/report.md (and tradeoff.png beside each)"
 
 # The learned warp correction (README, "Flow-warped reuse"): DAVIS 2016 train without the held-out sequences,
 # 12 epochs of 2048 (key, frame) pairs at the shipped model's 240x432 (about 15 minutes on 2 cores; resumable),

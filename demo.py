@@ -43,6 +43,7 @@ from lib.tools.cli import (
     add_layout_flag,
     add_model_flags,
     add_overlap_flag,
+    add_reuse_state_flag,
     add_runtime_flags,
     apply_threads,
     load_model_from_args,
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_flags(parser)
     add_compile_flag(parser)
     add_layout_flag(parser)
+    add_reuse_state_flag(parser)
     add_overlap_flag(parser)
     parser.add_argument("--resize-mask", action="store_true",
                         help="nearest-resize a mask whose size differs from the frames' (else an error)")
@@ -91,7 +93,8 @@ def segment_video(video: CustomVideo, args, out_dir: Path) -> Dict[str, object]:
     model, backbone, size = loaded.model, loaded.backbone, loaded.size
     engine = InferenceEngine(model, backbone, EngineConfig(seed=args.seed, amp=args.amp, size=size,
                                                            compile=args.compile,
-                                                           channels_last=args.channels_last), device)
+                                                           channels_last=args.channels_last,
+                                                           reuse_state=args.reuse_state), device)
     session = engine.new_session(policy, name=video.name)
 
     masks_dir = out_dir / "masks"

@@ -36,6 +36,7 @@ from lib.tools.cli import (
     add_layout_flag,
     add_model_flags,
     add_overlap_flag,
+    add_reuse_state_flag,
     add_runtime_flags,
     apply_threads,
     load_model_from_args,
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_flags(model)
     add_compile_flag(model)
     add_layout_flag(model)
+    add_reuse_state_flag(model)
     model.add_argument("--overwrite", action="store_true", help="recompute sequences finished earlier")
     return parser
 
@@ -116,13 +118,16 @@ def model_mode(args) -> int:
     scored = args.dset in SCORED_DATASETS
     engine = InferenceEngine(model, backbone, EngineConfig(target=target, seed=args.seed, amp=args.amp, size=size,
                                                            compile=args.compile,
-                                                           channels_last=args.channels_last),
+                                                           channels_last=args.channels_last,
+                                                           reuse_state=args.reuse_state),
                              device, count_flops=not args.no_flops)
     setup = {"model": Path(args.model).name, "base": engine.base.name, "backbone": engine.base.backbone_name,
              "pretrained": loaded.pretrained, "device": str(device),
              "threads": torch.get_num_threads() if device.type == "cpu" else None,
              "tm_iters": args.tm_iters, "amp": args.amp, "size": list(size) if size else None,
              "compile": list(args.compile), "channels_last": engine.channels_last}
+    if len(engine.base.reuse_states) > 1:
+        setup["reuse_state"] = engine.reuse_state
     runs = []
     for policy in policies:
         spec = RunSpec(args.dset, out_dir, scored,

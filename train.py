@@ -24,6 +24,11 @@ outputs (collected once, about 10 minutes on 2 CPU cores; the training itself ta
     python train.py --stage tile-gate --name tile_gate_dv2016 --dset dv2016 --davis-root DIR \
         --holdout dataset/splits/davis2016_train_holdout.txt --model weights/gfrtm_rn18_dv2016_cpu.pth --dev cpu
 
+G-TTVOS's reuse modules (gate, delta-generator, translator) on a trained TTVOS, which stays frozen::
+
+    python train.py --stage gttvos --name gttvos_dv2016 --dset dv2016 --davis-root DIR \
+        --holdout dataset/splits/davis2016_train_holdout.txt --initPth weights/ttvos_hrnet_dv2016_cpu.pth --dev cpu
+
 TTVOS, the second base network, end to end on clips (saliency clips with thin-plate-spline deformations, then
 DAVIS 2016 train from that stage's model; no pre-trained backbone is needed)::
 
@@ -59,6 +64,7 @@ from trainers.config import (
     GATE_LOSSES,
     SAMPLINGS,
     TMCACHE_MODES,
+    GTTVOSTrainConfig,
     TileGateTrainConfig,
     TrainConfig,
     TTVOSTrainConfig,
@@ -66,37 +72,42 @@ from trainers.config import (
 )
 
 DSETS = TRAINING_DATASETS + tuple(DATASET_ALIASES)
-STAGES = ("gfrtm", "warp-corrector", "tile-gate", "ttvos")
+STAGES = ("gfrtm", "warp-corrector", "tile-gate", "ttvos", "gttvos")
 # Flags whose default depends on --stage (None: the stage has no such setting or takes it from elsewhere).
 STAGE_DEFAULTS = {
     "name": {"gfrtm": DEFAULT_NAME, "warp-corrector": WarpTrainConfig.name, "tile-gate": TileGateTrainConfig.name,
-             "ttvos": TTVOSTrainConfig.name},
+             "ttvos": TTVOSTrainConfig.name, "gttvos": GTTVOSTrainConfig.name},
     "dset": {"gfrtm": "all", "warp-corrector": WarpTrainConfig.dset, "tile-gate": TileGateTrainConfig.dset,
-             "ttvos": TTVOSTrainConfig.dset},
+             "ttvos": TTVOSTrainConfig.dset, "gttvos": GTTVOSTrainConfig.dset},
     "epochs": {"gfrtm": TrainConfig.epochs, "warp-corrector": WarpTrainConfig.epochs,
-               "tile-gate": TileGateTrainConfig.epochs, "ttvos": TTVOSTrainConfig.epochs},
+               "tile-gate": TileGateTrainConfig.epochs, "ttvos": TTVOSTrainConfig.epochs,
+               "gttvos": GTTVOSTrainConfig.epochs},
     "batch_size": {"gfrtm": TrainConfig.batch_size, "warp-corrector": WarpTrainConfig.batch_size,
-                   "tile-gate": TileGateTrainConfig.batch_size, "ttvos": TTVOSTrainConfig.batch_size},
+                   "tile-gate": TileGateTrainConfig.batch_size, "ttvos": TTVOSTrainConfig.batch_size,
+                   "gttvos": GTTVOSTrainConfig.batch_size},
     "lr": {"gfrtm": TrainConfig.lr, "warp-corrector": WarpTrainConfig.lr, "tile-gate": TileGateTrainConfig.lr,
-           "ttvos": TTVOSTrainConfig.lr},
+           "ttvos": TTVOSTrainConfig.lr, "gttvos": GTTVOSTrainConfig.lr},
     "lr_step": {"gfrtm": TrainConfig.lr_step, "warp-corrector": WarpTrainConfig.lr_step, "tile-gate": None,
-                "ttvos": TTVOSTrainConfig.lr_step},
+                "ttvos": TTVOSTrainConfig.lr_step, "gttvos": GTTVOSTrainConfig.lr_step},
     "size": {"gfrtm": TrainConfig.size, "warp-corrector": WarpTrainConfig.size, "tile-gate": None,
-             "ttvos": TTVOSTrainConfig.size},
+             "ttvos": TTVOSTrainConfig.size, "gttvos": GTTVOSTrainConfig.size},
     "workers": {"gfrtm": TrainConfig.workers, "warp-corrector": WarpTrainConfig.workers, "tile-gate": None,
-                "ttvos": TTVOSTrainConfig.workers},
+                "ttvos": TTVOSTrainConfig.workers, "gttvos": GTTVOSTrainConfig.workers},
 }
 # Flags of one stage only: giving them to another is an error.
 STAGE_ONLY = {
     "gfrtm": ("ftext", "pretrained", "ytvos_root", "train_only", "backbone_lr", "synthetic_size", "split_list",
-              "sampling", "m1", "m2", "margin_epochs", "gate_loss", "target_rate", "tmcache", "tmcache_mode"),
+              "sampling", "gate_loss", "target_rate", "tmcache", "tmcache_mode"),
     "warp-corrector": ("max_distance", "samples_per_epoch", "corrector_width"),
     "tile-gate": ("model", "sparse_tile", "sparsity_target", "sparsity_weight"),
-    "ttvos": ("ttvos_backbone", "train_backbone", "tps", "diff_loss", "tmp_loss"),
+    "ttvos": ("train_backbone", "diff_loss", "tmp_loss"),
+    "gttvos": ("placement", "reuse_weight"),
 }
 # Flags of several stages (and of no other).
-STAGES_OF = {("gfrtm", "ttvos"): ("init_pth", "trust_checkpoint", "synthetic_root", "saliency_root", "clips_per_epoch",
-                                  "data_cache", "seq_len", "official_quirks")}
+STAGES_OF = {("gfrtm", "ttvos", "gttvos"): ("init_pth", "trust_checkpoint", "synthetic_root", "saliency_root",
+                                            "clips_per_epoch", "data_cache", "seq_len", "official_quirks"),
+             ("ttvos", "gttvos"): ("ttvos_backbone", "tps"),
+             ("gfrtm", "gttvos"): ("m1", "m2", "margin_epochs")}
 # Common flags a stage has no use for.
 STAGE_WITHOUT = {"tile-gate": ("lr_step", "lr_gamma", "max_iters_per_epoch", "workers", "amp")}
 
@@ -106,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     run.add_argument("--stage", choices=STAGES, default="gfrtm",
                      help="what to train: gfrtm (the network, default), warp-corrector (the learned correction "
-                          "of the warp path, --warp-refine learned) or tile-gate (the learned tile gate of the "
-                          "sparse path, --sparse-select learned)")
+                          "of the warp path, --warp-refine learned), tile-gate (the learned tile gate of the "
+                          "sparse path, --sparse-select learned), ttvos (TTVOS) or gttvos (G-TTVOS's reuse modules "
+                          "on a trained TTVOS)")
     run.add_argument("--name", default=None,
                      help=f"run name (folder names under runs/; default {DEFAULT_NAME}, with --stage warp-corrector "
                           f"{WarpTrainConfig.name}, tile-gate {TileGateTrainConfig.name})")
@@ -210,6 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the temporal-consistency loss (default on)")
     ttvos.add_argument("--tmp-loss", action=argparse.BooleanOptionalAction, default=None,
                        help="the template loss (default on)")
+
+    gttvos = parser.add_argument_group("--stage gttvos (also: --initPth the trained TTVOS, required; --ttvos-backbone, "
+                                       "--m1, --m2, --marginEp, --official-quirks and the data flags of --stage ttvos)")
+    gttvos.add_argument("--placement", default=None, choices=("frame", "s16"),
+                        help="what a reused frame skips: frame (all but the backbone's stem; default) or s16 (the "
+                             "decoder's /16 path), docs/gttvos.md")
+    gttvos.add_argument("--reuse-weight", type=float, default=None, metavar="W",
+                        help="weight of the reuse path's own segmentation loss on every frame (default "
+                             f"{GTTVOSTrainConfig.reuse_weight}; 0: the paper's terms alone)")
 
     tiles = parser.add_argument_group("--stage tile-gate")
     tiles.add_argument("--model", default=None, metavar="PATH",
@@ -338,9 +359,31 @@ def ttvos_config_from_args(args: argparse.Namespace) -> TTVOSTrainConfig:
         resume=args.resume, amp=args.amp, workers=args.workers, seed=args.seed, **optional)
 
 
+def gttvos_config_from_args(args: argparse.Namespace) -> GTTVOSTrainConfig:
+    """Flags of ``--stage gttvos`` -> validated :class:`GTTVOSTrainConfig`."""
+    _resolve_stage_defaults(args)
+    optional = {k: v for k, v in (("backbone", args.ttvos_backbone), ("tps", args.tps),
+                                  ("placement", args.placement), ("reuse_weight", args.reuse_weight),
+                                  ("clips_per_epoch", args.clips_per_epoch)) if v is not None}
+    return GTTVOSTrainConfig(
+        name=args.name, dset=DATASET_ALIASES.get(args.dset, args.dset), device=args.dev or str(resolve_device()),
+        init_pth=args.init_pth, trust_checkpoint=args.trust_checkpoint, official_quirks=args.official_quirks,
+        m1=args.m1, m2=args.m2, margin_epochs=args.margin_epochs,
+        seq_len=args.seq_len, size=tuple(args.size), holdout=read_holdout(args.holdout), davis_root=args.davis_root,
+        saliency_root=args.saliency_root, synthetic_root=args.synthetic_root, data_cache=args.data_cache,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
+        max_iters_per_epoch=args.max_iters_per_epoch, checkpoints=args.checkpoints, tensorboard=args.tensorboard,
+        resume=args.resume, amp=args.amp, workers=args.workers, seed=args.seed, **optional)
+
+
 def train_small_module(args: argparse.Namespace) -> int:
-    """``--stage warp-corrector`` / ``tile-gate`` / ``ttvos``: one process (torchrun is not needed)."""
-    if args.stage == "ttvos":
+    """``--stage warp-corrector`` / ``tile-gate`` / ``ttvos`` / ``gttvos``: one process (torchrun is not needed)."""
+    if args.stage == "gttvos":
+        from trainers.gttvos import GTTVOSTrainer as trainer_class
+
+        config = gttvos_config_from_args(args)
+        what = f"G-TTVOS reuse modules ({config.placement}) on {config.init_pth}"
+    elif args.stage == "ttvos":
         from trainers.ttvos import TTVOSTrainer as trainer_class
 
         config, what = ttvos_config_from_args(args), f"TTVOS ({args.ttvos_backbone or 'hrnetv2Sv1'})"

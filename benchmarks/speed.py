@@ -24,7 +24,9 @@ is timed, each after ``--warmup`` untimed runs, ``--repeats`` times (median, qua
   that one with the shipped learned tile gate choosing the tiles). Each timed
   frame starts from the same session state, cloned untimed (:meth:`InferenceSession.clone`);
 * TTVOS, the other base network (HRNet-W18-small-v1, random weights, the frame's own size): a tracked frame
-  and a first frame (one object's initialisation and its frame) of the same scene, in the same rounds.
+  and a first frame (one object's initialisation and its frame) of the same scene, in the same rounds; and
+  G-TTVOS at each placement (``frame``, ``s16``; docs/gttvos.md): a computed frame (tau 1) and a reused frame
+  (tau -1), with their ratio.
 
 All measurements run round-robin, one of each per round, so that a change of background load hits
 them alike. The table gives every module's share of its path's frame time and FLOPs (lib.tools.flops); the
@@ -348,6 +350,23 @@ def ttvos_scene(scene: Scene, device: torch.device, seed: int):
     return engine, session
 
 
+def gttvos_scene(scene: Scene, device: torch.device, seed: int, placement: str):
+    """A G-TTVOS engine (HRNet-W18-small-v1, seeded random weights, ``placement``) at the scene's size, and a
+    session whose object started on frame 0 (untimed); its gate is overridden per frame by the policy (tau 1
+    computes, tau -1 reuses)."""
+    from models.gttvos import GTTVOS
+
+    torch.manual_seed(seed)
+    engine = InferenceEngine(GTTVOS("hrnetv2Sv1", placement=placement), config=EngineConfig(size=None),
+                             device=device, count_flops=False)
+    session = engine.new_session(PolicyConfig("gate", 1.0))
+    session.step(scene.frame0, {1: scene.mask0})
+    return engine, session
+
+
+GTTVOS_PLACEMENTS = ("frame", "s16")
+
+
 def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), device: str = "cpu",
                   repeats: int = 10, warmup: int = 2, threads: Optional[int] = None, seed: int = 0,
                   channels_last: bool = False, log: Callable[[str], None] = lambda line: None) -> Dict[str, object]:
@@ -457,6 +476,16 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     jobs["ttvos_frame"] = ((lambda session: session.step(frame1).labels), ttvos_start.clone)
     jobs["ttvos_first_frame"] = ((lambda session: session.step(scene.frame0, {1: scene.mask0}).labels),
                                  (lambda: ttvos_engine.new_session(PolicyConfig("always"))))
+    # G-TTVOS (random weights) at each placement: a computed frame (tau 1: the prefix, matching and gate, then
+    # TTVOS) and a reused frame (tau -1), from the same session state
+    gttvos = {}
+    for placement in GTTVOS_PLACEMENTS:
+        g_engine, g_start = gttvos_scene(scene, dev, seed, placement)
+        gttvos[placement] = (g_engine, g_start)
+        for path, tau in (("compute", 1.0), ("reuse", -1.0)):
+            jobs[f"gttvos_{placement}_{path}"] = (
+                (lambda session: session.step(frame1).labels),
+                (lambda start=g_start, tau=tau: start.clone(PolicyConfig("gate", tau))))
     log(f"timing {len(jobs)} measurements round-robin, {warmup} + {repeats} rounds")
     timings = Stopwatch(dev, repeats, warmup).time_interleaved(jobs)
     assert scene.session("reuse").step(frame1).paths[1].reuses, "tau = -1 must reuse"
@@ -483,6 +512,18 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
                        "frame": {**timings["ttvos_frame"].summary(), "gflops": ttvos_gflops},
                        "first_frame": timings["ttvos_first_frame"].summary()}
     result["ttvos"]["frame_vs_gfrtm_compute"] = result["ttvos"]["frame"]["median_ms"] / one
+    result["gttvos"] = {}
+    for placement, (g_engine, g_start) in gttvos.items():
+        paths = {}
+        for path, tau in (("compute", 1.0), ("reuse", -1.0)):
+            session = g_start.clone(PolicyConfig("gate", tau))
+            counted = engine_counted(g_engine, lambda session=session: session.step(frame1)) * GIGA
+            assert session.history[1].paths[session.index - 1].reuses == (path == "reuse")
+            paths[path] = {**timings[f"gttvos_{placement}_{path}"].summary(), "gflops": counted}
+        result["gttvos"][placement] = {
+            **paths, "reuse_vs_compute_time": paths["reuse"]["median_ms"] / paths["compute"]["median_ms"],
+            "reuse_vs_compute_flops": paths["reuse"]["gflops"] / paths["compute"]["gflops"],
+            "compute_vs_ttvos_time": paths["compute"]["median_ms"] / result["ttvos"]["frame"]["median_ms"]}
     result["objects"] = {"1": {"median_ms": one, "vs_one_object": 1.0, "target": 1.0}}
     for n in OBJECT_COUNTS[1:]:
         median = timings[f"frame_compute_objects_{n}"].summary()["median_ms"]
@@ -610,8 +651,16 @@ def format_table(result: Dict[str, object]) -> str:
                       f"({t['frame_vs_gfrtm_compute']:.3f} of a G-FRTM compute frame)",
                   f"{'TTVOS first frame: one object init + its frame':56s} "
                   f"{_fmt_ms(t['first_frame']['median_ms']):>9s} {spread(t['first_frame']):>19s}"]
+    for placement, g in result.get("gttvos", {}).items():
+        for path in ("compute", "reuse"):
+            label = f"G-TTVOS ({placement}) {path}d frame"
+            lines.append(f"{label:56s} {_fmt_ms(g[path]['median_ms']):>9s} {spread(g[path]):>19s} "
+                         f"{g[path]['gflops']:8.2f}")
+        lines.append(f"  G-TTVOS ({placement}) reuse / compute: time {g['reuse_vs_compute_time']:.3f}, FLOPs "
+                     f"{g['reuse_vs_compute_flops']:.3f}; its computed frame / TTVOS's: "
+                     f"{g['compute_vs_ttvos_time']:.3f}")
     r = result["ratios"]
-    lines += ["", f"reuse / compute: time {r['time']:.3f}, FLOPs {r['flops']:.3f} "
+    lines += ["", f"G-FRTM reuse / compute: time {r['time']:.3f}, FLOPs {r['flops']:.3f} "
                   f"(vs the amortised compute frame: time {r['time_vs_amortised']:.3f}, "
                   f"FLOPs {r['flops_vs_amortised']:.3f})",
               f"warp / compute: time {r['warp_time']:.3f}, with the learned correction "

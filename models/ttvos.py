@@ -146,6 +146,9 @@ class RefineOutput:
         update_weight: (B, 1, 1, 1) W of the template update, in (0, 1).
         diff: (B, 2, h8, w8) the temporal-consistency head (training only, else None).
         tmp: (B, 1, h8, w8) sigmoid of the template head on ``lt`` (training only, else None).
+        out16: (B, 2, h8, w8) the /16 path's output (``deconv1_1``), what G-TTVOS's ``s16`` placement reuses.
+        state4: (B, 20, h4, w4) the last layer's input (``deconv1_2(out16)``, ``coarse``, ``out4``), what
+            G-TTVOS's ``frame`` placement reuses: ``logits = RefineV3.head(state4)``.
     """
 
     logits: Tensor
@@ -153,6 +156,8 @@ class RefineOutput:
     update_weight: Tensor
     diff: Optional[Tensor] = None
     tmp: Optional[Tensor] = None
+    out16: Optional[Tensor] = None
+    state4: Optional[Tensor] = None
 
 
 class RefineV3(nn.Module):
@@ -178,17 +183,29 @@ class RefineV3(nn.Module):
         self.predictor_Diff = nn.Conv2d(inter, 2, 3, padding=1)
         self.predictor_Tmp = nn.Conv2d(ch_s8, 1, 3, padding=1)
 
-    def forward(self, s16: Tensor, lt: Tensor, s4: Tensor, prev_seg: Tensor, prev_s16: Tensor,
-                heads: bool = False) -> RefineOutput:
+    def path16(self, s16: Tensor, prev_seg: Tensor, prev_s16: Tensor) -> Tensor:
+        """The /16 path: the short-term branch on the previous /16 features and mask history, blended with the
+        current /16 features, up to /8 -> ``out16`` (B, 2, h8, w8)."""
         short = self.conv_s16(torch.cat([F.avg_pool2d(prev_seg, 3, 2, 1), prev_s16], dim=1))
-        out16 = self.deconv1_1(self.blend_s16(torch.cat([s16, short], dim=1)))
+        return self.deconv1_1(self.blend_s16(torch.cat([s16, short], dim=1)))
+
+    def head(self, state4: Tensor) -> Tensor:
+        """The last layer: ``state4`` (B, 20, h4, w4) -> full-resolution logits (B, 2, H, W)."""
+        return F.pixel_shuffle(self.deconv3(state4), 2)
+
+    def forward(self, s16: Optional[Tensor], lt: Tensor, s4: Tensor, prev_seg: Optional[Tensor],
+                prev_s16: Optional[Tensor], heads: bool = False, out16: Optional[Tensor] = None) -> RefineOutput:
+        """The decoder; with ``out16`` given (G-TTVOS's translated one) the /16 path is skipped and ``s16``,
+        ``prev_seg``, ``prev_s16`` are not read."""
+        if out16 is None:
+            out16 = self.path16(s16, prev_seg, prev_s16)
         u8 = torch.cat([self.conv_s8(lt), out16], dim=1)
         weight = self.cal_UpW(u8)
         blended8 = self.blend_s8(u8)
         coarse = self.deconv2(blended8)
         out4 = self.blend_s4(torch.cat([self.conv_s4(s4), coarse], dim=1))
-        merged = self.deconv3(torch.cat([self.deconv1_2(out16), coarse, out4], dim=1))
-        out = RefineOutput(logits=F.pixel_shuffle(merged, 2), coarse=coarse, update_weight=weight)
+        state4 = torch.cat([self.deconv1_2(out16), coarse, out4], dim=1)
+        out = RefineOutput(logits=self.head(state4), coarse=coarse, update_weight=weight, out16=out16, state4=state4)
         if heads:
             out.diff = self.predictor_Diff(blended8)
             out.tmp = torch.sigmoid(self.predictor_Tmp(lt))
@@ -254,9 +271,12 @@ class TTVOS(nn.Module):
         """``lt``: the template attention on the current /8 features and the mask history."""
         return self.gcq(torch.cat([self.addCoords(feats["s8"]), state.prev_seg], dim=1), state.template)
 
-    def forward(self, feats: Dict[str, Tensor], state: TTVOSState, heads: bool = False) -> RefineOutput:
-        """One object's logits on the current frame (the state is read, not changed)."""
-        lt = self.attend(feats, state)
+    def forward(self, feats: Dict[str, Tensor], state: TTVOSState, heads: bool = False,
+                lt: Optional[Tensor] = None) -> RefineOutput:
+        """One object's logits on the current frame (the state is read, not changed); ``lt``: :meth:`attend`'s
+        output when already computed."""
+        if lt is None:
+            lt = self.attend(feats, state)
         return self.refine(feats["s16"], lt, feats["s4"], state.prev_seg, state.prev_s16, heads=heads)
 
     def update(self, feats: Dict[str, Tensor], prob: Tensor, state: TTVOSState, update_weight: Tensor) -> TTVOSState:

@@ -211,17 +211,24 @@ class HRNetW18SmallV1(nn.Module):
                 out.append(layer(ys[i] if i < len(ys) else ys[-1]))
         return out
 
-    def branches(self, x: Tensor) -> List[Tensor]:
-        """The four stage-4 branch outputs (/4, /8, /16, /32)."""
+    stem_channels = 64
+    separable_s16 = False  # every branch feeds every output: s8 / s4 need the whole network
+
+    def stem(self, x: Tensor) -> Tensor:
+        """The two stride-2 convolutions: (B, 64, H/4, W/4), the first part of :meth:`branches`."""
         x = self.relu(self.bn1(self.conv1(x)))
-        x = self.relu(self.bn2(self.conv2(x)))
-        x = self.layer1(x)
+        return self.relu(self.bn2(self.conv2(x)))
+
+    def branches(self, x: Tensor, stem: Optional[Tensor] = None) -> List[Tensor]:
+        """The four stage-4 branch outputs (/4, /8, /16, /32); ``stem``: :meth:`stem` of ``x`` when already
+        computed (``x`` is then not read)."""
+        x = self.layer1(self.stem(x) if stem is None else stem)
         ys = self.stage2(self._next(self.transition1, [x]))
         ys = self.stage3(self._next(self.transition2, ys))
         return self.stage4(self._next(self.transition3, ys))
 
-    def get_features(self, x: Tensor) -> Dict[str, Tensor]:
-        b4, b8, b16, b32 = self.branches(x)
+    def get_features(self, x: Tensor, stem: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        b4, b8, b16, b32 = self.branches(x, stem)
         return {"s16": torch.cat([b16, _resize_to(b32, b16)], dim=1), "s8": b8, "s4": b4}
 
 
@@ -248,14 +255,25 @@ class ResNetS16(nn.Module):
                 block.conv2.dilation = (2, 2)
                 block.conv2.padding = (2, 2)
 
-    def get_features(self, x: Tensor) -> Dict[str, Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        s4 = self.layer1(x)
+    stem_channels = 64
+    separable_s16 = True  # s8 and s4 come before the /16 layers
+
+    def stem(self, x: Tensor) -> Tensor:
+        """conv1, BN, ReLU, max-pool: (B, 64, H/4, W/4)."""
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def get_features(self, x: Tensor, stem: Optional[Tensor] = None, s16: bool = True) -> Dict[str, Tensor]:
+        """``stem``: :meth:`stem` of ``x`` when already computed; ``s16`` False stops at s8 (s16 absent)."""
+        s4 = self.layer1(self.stem(x) if stem is None else stem)
         s8 = self.layer2(s4)
+        if not s16:
+            return {"s8": s8, "s4": s4}
+        return {"s16": self.s16_from_s8(s8), "s8": s8, "s4": s4}
+
+    def s16_from_s8(self, s8: Tensor) -> Tensor:
+        """The /16 layers on ``s8``."""
         s16 = self.layer3(s8)
-        if self.depth == 18:
-            s16 = self.layer4(s16)
-        return {"s16": s16, "s8": s8, "s4": s4}
+        return self.layer4(s16) if self.depth == 18 else s16
 
 
 class MobileNetV3LargeS16(nn.Module):
@@ -269,11 +287,20 @@ class MobileNetV3LargeS16(nn.Module):
         for name, (start, stop) in self.SLICES.items():
             setattr(self, name, nn.Sequential(OrderedDict((str(i), features[i]) for i in range(start, stop))))
 
-    def get_features(self, x: Tensor) -> Dict[str, Tensor]:
+    stem_channels = None  # no /4 stem before s4 (G-TTVOS's frame placement is refused)
+    separable_s16 = True
+
+    def get_features(self, x: Tensor, s16: bool = True) -> Dict[str, Tensor]:
+        """``s16`` False stops at s8 (s16 absent)."""
         s4 = self.layer1(self.layer0(x))
         s8 = self.layer2(s4)
-        s16 = self.layer4(self.layer3(s8))
-        return {"s16": s16, "s8": s8, "s4": s4}
+        if not s16:
+            return {"s8": s8, "s4": s4}
+        return {"s16": self.s16_from_s8(s8), "s8": s8, "s4": s4}
+
+    def s16_from_s8(self, s8: Tensor) -> Tensor:
+        """The /16 layers on ``s8``."""
+        return self.layer4(self.layer3(s8))
 
 
 def build_ttvos_backbone(name: str) -> nn.Module:

@@ -135,3 +135,52 @@ def test_the_shipped_ttvos_segments_blackswan():
     ious, copy = _ious(seq, labels)
     assert ious.min() > 0.6, ious
     assert ious[5:].mean() > copy[5:].mean() + 0.06, (ious, copy)
+
+
+def test_the_shipped_gttvos_file_holds_the_shipped_ttvos_unchanged():
+    """weights/gttvos_hrnet_dv2016_cpu.pth (README model card): G-TTVOS of placement frame whose TTVOS weights are
+    the shipped TTVOS's, bit for bit (so at tau 1 its masks are TTVOS's), the size and the card, no training state."""
+    from lib.tools.cli import SHIPPED_GTTVOS, SHIPPED_TTVOS
+    from models.gttvos import GTTVOS
+
+    assert SHIPPED_GTTVOS.is_file(), f"{SHIPPED_GTTVOS} is missing"
+    assert SHIPPED_GTTVOS.stat().st_size <= 20 * 2**20
+    raw = torch.load(SHIPPED_GTTVOS, map_location="cpu", weights_only=True)
+    assert raw["format"] == "reuse-vos" and raw["kind"] == "gttvos" and raw["size"] == [360, 640]
+    assert raw["module_config"]["placement"] == "frame" and "optimizer" not in raw
+    assert raw["config"]["init_pth"].endswith("ttvos_hrnet_dv2016_cpu.pth") and raw["config"]["m1"] == 0
+    holdout = (ROOT / "dataset/splits/davis2016_train_holdout.txt").read_text().split()
+    assert set(raw["config"]["holdout"]) == set(holdout)
+    base = torch.load(SHIPPED_TTVOS, map_location="cpu", weights_only=True)["model"]
+    assert all(torch.equal(base[k], raw["model"][k]) for k in base)
+    loaded = load_inference_model(SHIPPED_GTTVOS)
+    assert isinstance(loaded.model, GTTVOS) and loaded.size == (360, 640)
+
+
+@pytest.mark.slow
+def test_the_shipped_gttvos_reuses_blackswan_frames_and_still_segments_them():
+    """Measured when shipped (360x640, frames 1-11): tau 0.7 reuses 10 of the 11 frames with IoU 0.79-0.86 (the
+    shipped TTVOS, computing every frame: 0.67-0.81); tau 1 gives the shipped TTVOS's masks. A gate that never or
+    always reuses, or a reuse path that loses the object, fails."""
+    from lib.tools.cli import SHIPPED_GTTVOS, SHIPPED_TTVOS
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    seq = DAVISDataset(SAMPLE, year=2016, split="val", sequences=["blackswan"]).sequence("blackswan")
+    seq = dataclasses.replace(seq, frames=seq.frames[:FRAMES], image_files=seq.image_files[:FRAMES])
+
+    def track(path, policy):
+        loaded = load_inference_model(path)
+        engine = InferenceEngine(loaded.model, None, EngineConfig(size=loaded.size), torch.device("cpu"),
+                                 count_flops=False)
+        outputs = []
+        stats = track_sequence(engine, seq, policy, on_frame=outputs.append)
+        return [o.labels for o in outputs], stats
+
+    reused, stats = track(SHIPPED_GTTVOS, PolicyConfig("gate", 0.7))
+    rate = stats.reused_object_frames / stats.tracked_object_frames
+    assert 0.3 <= rate < 1, rate
+    ious, _ = _ious(seq, reused)
+    assert ious.min() > 0.7, ious
+    computed, _ = track(SHIPPED_GTTVOS, PolicyConfig("gate", 1.0))
+    ttvos, _ = track(SHIPPED_TTVOS, PolicyConfig("always"))
+    assert all(np.array_equal(a, b) for a, b in zip(computed, ttvos))

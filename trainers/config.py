@@ -453,3 +453,41 @@ class TTVOSTrainConfig(RunFolders):
     def weights_path(self) -> Path:
         """The final model file (weights, backbone name and size; no optimiser state): ``--model`` takes it."""
         return self.run_dir / "ttvos.pth"
+
+
+@dataclass(frozen=True)
+class GTTVOSTrainConfig(TTVOSTrainConfig):
+    """A ``train.py --stage gttvos`` run: G-TTVOS's reuse modules (:class:`models.gttvos.GTTVOS`) trained on a
+    trained TTVOS, which stays frozen (:mod:`trainers.gttvos_recurrent`).
+
+    Attributes (beyond :class:`TTVOSTrainConfig`'s; ``train_backbone``, ``diff_loss``, ``tmp_loss`` do not apply):
+        init_pth: the trained TTVOS (or a G-TTVOS file of the same placement, to go on training it); required.
+        placement: ``frame`` or ``s16`` (:data:`models.gttvos.PLACEMENTS`).
+        m1, m2, margin_epochs: the gate loss's margins and schedule (paper Eq. 4-5), as G-FRTM's.
+        reuse_weight: weight of the reuse path's own segmentation loss (0: the paper's terms alone).
+    """
+
+    name: str = "gttvos_dv2016"
+    placement: str = "frame"
+    m1: float = 1.0
+    m2: float = 0.0
+    margin_epochs: int = 120
+    reuse_weight: float = 1.0
+    lr: float = 1e-3
+    epochs: int = 10
+
+    def __post_init__(self):
+        super().__post_init__()
+        from models.gttvos import PLACEMENTS
+
+        need(bool(self.init_pth), "--stage gttvos needs --initPth: the trained TTVOS whose reuse modules it trains")
+        need(self.placement in PLACEMENTS, f"--placement {self.placement!r}: choose one of {', '.join(PLACEMENTS)}")
+        need(0.0 <= self.m1 <= 1.0, f"--m1 must be in [0, 1], got {self.m1}")
+        need(0.0 <= self.m2 <= 1.0, f"--m2 must be in [0, 1], got {self.m2}")
+        need(self.margin_epochs >= 0, f"--marginEp must be >= 0, got {self.margin_epochs}")
+        need(self.reuse_weight >= 0, f"--reuse-weight must be >= 0, got {self.reuse_weight}")
+
+    @property
+    def weights_path(self) -> Path:
+        """The final model file (TTVOS and the reuse modules, the size; no optimiser state): ``--model`` takes it."""
+        return self.run_dir / "gttvos.pth"

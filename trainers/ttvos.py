@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 
 from base.io import atomic_write_json
@@ -115,13 +116,13 @@ class TTVOSTrainer:
                 save_ttvos(path, self.model, name=cfg.name, epoch=epoch, optimizer=to_cpu(self.optimizer.state_dict()),
                            scheduler=to_cpu(self.scheduler.state_dict()), config=cfg.to_dict(),
                            stats={k: float(v) for k, v in stats.items()}, size=list(cfg.size))
-                for key in STATS:
-                    writer.add_scalar(f"loss/{key}" if key != "iou" else "train/iou", stats[key], epoch)
+                for key in self.STATS:
+                    writer.add_scalar(f"train/{key}" if key.endswith(("iou", "rate")) else f"loss/{key}", stats[key],
+                                      epoch)
                 writer.add_scalar("train/lr", stats["lr"], epoch)
                 writer.add_scalar("train/seconds_per_iteration", stats["seconds_per_iteration"], epoch)
                 writer.flush()
-                self.log(f"epoch {epoch}/{cfg.epochs}: loss {stats['loss']:.4f} (seg {stats['seg']:.4f}, diff "
-                         f"{stats['diff']:.4f}, tmp {stats['tmp']:.4f}), IoU {stats['iou']:.3f}, lr {stats['lr']:.2e}, "
+                self.log(f"epoch {epoch}/{cfg.epochs}: {self.describe(stats)}, lr {stats['lr']:.2e}, "
                          f"{stats['seconds_per_iteration']:.2f} s/it -> {path}")
         finally:
             writer.close()
@@ -129,6 +130,17 @@ class TTVOSTrainer:
                    size=list(cfg.size))
         self.log(f"model: {cfg.weights_path}")
         return stats
+
+    STATS = STATS
+
+    @staticmethod
+    def describe(stats: Dict[str, float]) -> str:
+        return (f"loss {stats['loss']:.4f} (seg {stats['seg']:.4f}, diff {stats['diff']:.4f}, tmp {stats['tmp']:.4f}), "
+                f"IoU {stats['iou']:.3f}")
+
+    def step(self, images, labels, epoch: int) -> Dict[str, Tensor]:
+        """The losses and statistics of one batch (normalised images)."""
+        return self.recurrent(images, labels)
 
     def train_epoch(self, epoch: int, loader: DataLoader) -> Dict[str, float]:
         from tqdm import tqdm
@@ -138,7 +150,7 @@ class TTVOSTrainer:
         for child in self.frozen:
             child.eval()
         n_iters = len(loader) if cfg.max_iters_per_epoch is None else min(len(loader), cfg.max_iters_per_epoch)
-        sums = {k: 0.0 for k in STATS}
+        sums = {k: 0.0 for k in self.STATS}
         count = 0
         lr = self.optimizer.param_groups[0]["lr"]
         bar = tqdm(total=n_iters, desc=f"epoch {epoch}/{cfg.epochs}", dynamic_ncols=True, leave=False,
@@ -153,14 +165,14 @@ class TTVOSTrainer:
             images = normalise_image(images.flatten(0, 1)).view(*images.shape[:2], *images.shape[2:])
             self.optimizer.zero_grad(set_to_none=True)
             if autocast is None:
-                out = self.recurrent(images, labels)
+                out = self.step(images, labels, epoch)
             else:
                 with autocast:
-                    out = self.recurrent(images, labels)
+                    out = self.step(images, labels, epoch)
             out["loss"].backward()
             self.optimizer.step()
             count += 1
-            for key in STATS:
+            for key in self.STATS:
                 sums[key] += float(out[key].detach())
             bar.update(1)
             bar.set_postfix({k: f"{v / count:.4f}" for k, v in sums.items()}, refresh=False)

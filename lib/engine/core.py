@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 COMPILABLE = ("backbone", "refiner")  # the parts EngineConfig.compile may name
+REUSE_STATES = ("keep", "mask", "full")  # EngineConfig.reuse_state
 
 
 def _shape_key(value: Any) -> Hashable:
@@ -99,6 +100,13 @@ class EngineConfig:
             (compilation + that run) is added to :attr:`InferenceEngine.compile_seconds`. Measured on a
             2-core CPU at 480x854: backbone to stride 8 133 -> 115 ms after 8 s of compilation, the shallow
             refiner 259 -> 360 ms (slower) after 66 s: off by default.
+        reuse_state: what a reused frame does to a G-TTVOS object's TTVOS state (docs/gttvos.md): ``keep``
+            (nothing; the next computed frame starts from the last computed one, as G-FRTM's target model),
+            ``mask`` (the frame's aggregated mask enters the mask history; template and /16 features kept) or
+            ``full`` (TTVOS's whole update from the reuse path's decoder output; placement ``s16`` only, whose
+            reused frames have the /8 features; on copy or warp frames ``mask``). None: the base network's
+            choice, :attr:`BaseNetwork.default_reuse_state` (G-TTVOS ``mask``, measured the better; the others
+            ``keep``, the only one they have). The engine's resolved value is :attr:`InferenceEngine.reuse_state`.
     """
 
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -109,10 +117,13 @@ class EngineConfig:
     fold_bn: Optional[bool] = None
     size: Optional[Tuple[int, int]] = None
     compile: Tuple[str, ...] = ()
+    reuse_state: Optional[str] = None
 
     def __post_init__(self):
         if self.amp not in (None, "bf16"):
             raise ConfigError(f"--amp must be bf16 or absent, got {self.amp!r}")
+        if self.reuse_state is not None and self.reuse_state not in REUSE_STATES:
+            raise ConfigError(f"--reuse-state must be one of {', '.join(REUSE_STATES)}, got {self.reuse_state!r}")
         parts = tuple(dict.fromkeys(self.compile))
         unknown = [p for p in parts if p not in COMPILABLE]
         if unknown:
@@ -151,6 +162,10 @@ class InferenceEngine:
         base_cls = base_class_for(model)
         self.channels_last = (base_cls.channels_last if self.config.channels_last is None
                               else bool(self.config.channels_last))
+        self.reuse_state = self.config.reuse_state or base_cls.default_reuse_state
+        if self.reuse_state not in base_cls.reuse_states:
+            raise ConfigError(f"--reuse-state {self.reuse_state}: base network {base_cls.name} takes "
+                              f"{', '.join(sorted(base_cls.reuse_states))}")
         self.base: BaseNetwork = base_cls(self, model, backbone)
         if self.channels_last:  # the networks the base runs (TTVOS: its folded copy)
             self.base.model.to(memory_format=torch.channels_last)
@@ -196,4 +211,5 @@ class InferenceEngine:
         return cv2.resize(array, (width, height), interpolation=interpolation)
 
 
-__all__ = ["COMPILABLE", "EngineConfig", "FrameContext", "InferenceEngine", "ObjectState", "upsample_probs"]
+__all__ = ["COMPILABLE", "REUSE_STATES", "EngineConfig", "FrameContext", "InferenceEngine", "ObjectState",
+           "upsample_probs"]

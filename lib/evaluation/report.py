@@ -5,6 +5,9 @@ several evaluation folders (e.g. one per policy) into one table and one plot::
 
     python -m lib.evaluation.report results/gate results/copy results/every-2 --out results/compare
 
+Runs of several base networks (the ``base`` of each run's setup: G-FRTM, TTVOS, G-TTVOS) get a network column
+and one curve per network and policy (``make compare-bases``).
+
 With a single folder ``--out`` defaults to that folder; with several it is required (so a folder's own
 report is never overwritten by a merged one).
 
@@ -41,6 +44,7 @@ from lib.tools.cli import run_cli
 REPORT_FILE = "report.md"
 PLOT_FILE = "tradeoff.png"
 SUMMARY_FILE = "summary.json"
+NETWORK_NAMES = {"gfrtm": "G-FRTM", "ttvos": "TTVOS", "gttvos": "G-TTVOS"}
 
 
 @dataclass
@@ -59,6 +63,13 @@ class ReportRun:
     def tau(self) -> Optional[float]:
         tau = self.run.get("tau")
         return None if tau is None else float(tau)
+
+    @property
+    def network(self) -> str:
+        """The base network that made this run, as the paper names it (``-`` when its setup does not say)."""
+        setup = self.run.get("setup")
+        base = setup.get("base") if isinstance(setup, dict) else None
+        return NETWORK_NAMES.get(str(base), str(base)) if base else "-"
 
     @property
     def policy_class(self) -> Optional[type]:
@@ -159,14 +170,18 @@ def _markdown_table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> Li
 
 
 def _id_columns(rows: Sequence[ReportRun]) -> Tuple[List[str], Dict[int, List[str]]]:
-    """Header and per-row cells that identify a run: folder / dataset (only when they differ), policy, tau."""
+    """Header and per-row cells that identify a run: folder / network / dataset (only when they differ), policy,
+    tau."""
     folder = len({r.source for r in rows}) > 1
+    network = len({r.network for r in rows}) > 1
     dataset = len({r.dataset for r in rows}) > 1
-    header = (["folder"] if folder else []) + (["dataset"] if dataset else []) + ["policy", "tau"]
+    header = ((["folder"] if folder else []) + (["network"] if network else []) + (["dataset"] if dataset else [])
+              + ["policy", "tau"])
     cells = {}
     for row in rows:
         tau = f"{row.tau:g}" if row.uses_tau and row.tau is not None else "-"
-        cells[id(row)] = ([row.source] if folder else []) + ([row.dataset] if dataset else []) + [row.policy, tau]
+        cells[id(row)] = (([row.source] if folder else []) + ([row.network] if network else [])
+                          + ([row.dataset] if dataset else []) + [row.policy, tau])
     return header, cells
 
 
@@ -243,16 +258,19 @@ def _series(rows: Sequence[ReportRun]) -> Dict[str, List[ReportRun]]:
     """Plot curves: one per policy curve (e.g. every-k's runs of several folders, one k each, make one curve),
     qualified by dataset, and by folder only where two folders hold the same point of a curve."""
     several_datasets = len({r.dataset for r in rows}) > 1
-    points: Dict[Tuple[str, str, str], set] = {}
+    several_networks = len({r.network for r in rows}) > 1
+    points: Dict[Tuple[str, str, str, str], set] = {}
     for r in rows:
-        points.setdefault((r.dataset, r.family, r.point_label), set()).add(r.source)
-    clashing = {(d, f) for (d, f, _), sources in points.items() if len(sources) > 1}
+        points.setdefault((r.network, r.dataset, r.family, r.point_label), set()).add(r.source)
+    clashing = {(n, d, f) for (n, d, f, _), sources in points.items() if len(sources) > 1}
     curves: Dict[str, List[ReportRun]] = {}
     for r in rows:
         name = r.family
+        if several_networks:
+            name = f"{r.network} {name}"
         if several_datasets:
             name = f"{r.dataset} {name}"
-        if (r.dataset, r.family) in clashing:
+        if (r.network, r.dataset, r.family) in clashing:
             name = f"{name} ({r.source})"
         curves.setdefault(name, []).append(r)
     return curves

@@ -39,6 +39,7 @@ from torch import Tensor
 from base.errors import CheckpointError, ConfigError, ReuseVOSError
 from base.io import atomic_path
 from models.gfrtm import GFRTM
+from models.gttvos import GTTVOS
 from models.tile_gate import TileGate
 from models.ttvos import TTVOS
 from models.ttvos_backbones import TTVOS_BACKBONES
@@ -51,6 +52,7 @@ PROJECT_FORMAT = "reuse-vos"
 WARP_CORRECTOR_KIND = "warp-corrector"
 TILE_GATE_KIND = "tile-gate"
 TTVOS_KIND = "ttvos"
+GTTVOS_KIND = "gttvos"  # TTVOS with the reuse modules (models.gttvos); the same file layout
 OFFICIAL_TTVOS_PREFIX = "vos."
 # one key (and its shape) that tells the official TTVOS backbones apart
 _TTVOS_SIGNATURES = {"backbone.stage4.0.fuse_layers.0.1.0.weight": "hrnetv2Sv1",
@@ -493,7 +495,9 @@ def _ttvos_inference_model(obj: Any, path: Path, ftext: Optional[str], pretraine
     if ftext is not None or pretrained not in (None, "embedded"):
         raise ConfigError(f"{path}: a TTVOS model holds its own backbone; --ftext / --pretrained apply to G-FRTM")
     model = _ttvos_from_object(obj, path)
-    messages = [f"loaded TTVOS ({model.backbone_name}) from {path}"]
+    what = f"G-TTVOS ({model.backbone_name}, placement {model.placement})" if isinstance(model, GTTVOS) \
+        else f"TTVOS ({model.backbone_name})"
+    messages = [f"loaded {what} from {path}"]
     recorded = _checkpoint_size(obj.get("size") if obj.get("format") == PROJECT_FORMAT else None, path)
     chosen = _chosen_size(size, recorded, messages)
     return InferenceModel(model.to(device).eval(), None, "embedded", chosen, messages)
@@ -646,8 +650,9 @@ def load_tile_gate(path: PathLike) -> TileGate:
 
 
 def save_ttvos(path: PathLike, model: TTVOS, /, **extra: Any) -> None:
-    """Write a :class:`TTVOS` (weights and constructor arguments, ``kind: 'ttvos'``) in the project format."""
-    _save_module(path, model, TTVOS_KIND, extra)
+    """Write a :class:`TTVOS` (weights and constructor arguments, ``kind: 'ttvos'``; a :class:`GTTVOS`:
+    ``kind: 'gttvos'``) in the project format."""
+    _save_module(path, model, GTTVOS_KIND if isinstance(model, GTTVOS) else TTVOS_KIND, extra)
 
 
 def _ttvos_backbone_of(state: Mapping[str, Tensor], path: Path) -> str:
@@ -664,7 +669,7 @@ def is_ttvos_checkpoint(obj: Any) -> bool:
     if not isinstance(obj, Mapping):
         return False
     if obj.get("format") == PROJECT_FORMAT:
-        return obj.get("kind") == TTVOS_KIND
+        return obj.get("kind") in (TTVOS_KIND, GTTVOS_KIND)
     if isinstance(obj.get("net"), Mapping):
         return True
     keys = [k for k in obj if isinstance(k, str)]
@@ -673,7 +678,7 @@ def is_ttvos_checkpoint(obj: Any) -> bool:
 
 
 def load_ttvos(path: PathLike, trust: bool = False) -> TTVOS:
-    """The :class:`TTVOS` of a file, in eval mode on the CPU.
+    """The :class:`TTVOS` (or :class:`GTTVOS`, for a ``gttvos`` file) of a file, in eval mode on the CPU.
 
     Accepted: the project format (:func:`save_ttvos`); an official TTVOS training checkpoint
     (``{'net': VOS state dict with 'vos.' keys, 'epoch', 'optimizer', ...}``; ``trust`` where it pickles
@@ -692,10 +697,12 @@ def load_ttvos(path: PathLike, trust: bool = False) -> TTVOS:
 
 def _ttvos_from_object(obj: Any, path: Path) -> TTVOS:
     config: Dict[str, Any] = {}
+    cls: type = TTVOS
     if isinstance(obj, Mapping) and obj.get("format") == PROJECT_FORMAT:
-        if obj.get("kind") != TTVOS_KIND:
+        if obj.get("kind") not in (TTVOS_KIND, GTTVOS_KIND):
             raise CheckpointError(f"not a TTVOS model file (it is {obj.get('kind', 'a G-FRTM model file')})", path)
         state, config = obj.get("model"), dict(obj.get("module_config", {}))
+        cls = GTTVOS if obj.get("kind") == GTTVOS_KIND else TTVOS
     elif isinstance(obj, Mapping) and isinstance(obj.get("net"), Mapping):
         state = obj["net"]
     else:
@@ -707,11 +714,12 @@ def _ttvos_from_object(obj: Any, path: Path) -> TTVOS:
         state = {k[len(OFFICIAL_TTVOS_PREFIX):]: v for k, v in state.items()}
     config.setdefault("backbone", _ttvos_backbone_of(state, path))
     try:
-        model = TTVOS(**config)
+        model = cls(**config)
         model.load_state_dict(state, strict=True)
     except (TypeError, ValueError, RuntimeError, KeyError, ConfigError) as err:
         first = (str(err).strip().splitlines() or [""])[0][:200]
-        raise CheckpointError(f"TTVOS weights do not fit ({err.__class__.__name__}: {first})", path) from None
+        what = "G-TTVOS" if cls is GTTVOS else "TTVOS"
+        raise CheckpointError(f"{what} weights do not fit ({err.__class__.__name__}: {first})", path) from None
     return model.eval()
 
 

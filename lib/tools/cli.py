@@ -38,6 +38,7 @@ def parse_sequence_list(value: Optional[str]) -> Optional[list]:
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "weights" / "gfrtm_rn18_dv2016_cpu.pth"
 SHIPPED_TTVOS = Path(__file__).resolve().parents[2] / "weights" / "ttvos_hrnet_dv2016_cpu.pth"
+SHIPPED_GTTVOS = Path(__file__).resolve().parents[2] / "weights" / "gttvos_hrnet_dv2016_cpu.pth"
 
 
 PRETRAINED_HELP = {
@@ -119,6 +120,14 @@ def add_layout_flag(group) -> None:
                        help="run the networks on NHWC (channels-last) tensors, or not (default: the base network's "
                             "faster layout as measured on a 2-core CPU: NCHW for G-FRTM, NHWC for TTVOS); results "
                             "agree up to float rounding")
+
+
+def add_reuse_state_flag(group) -> None:
+    """``--reuse-state keep|mask|full`` -> ``args.reuse_state`` (:attr:`EngineConfig.reuse_state`)."""
+    group.add_argument("--reuse-state", choices=("keep", "mask", "full"), default=None,
+                       help="G-TTVOS: what a reused frame does to the object's TTVOS state: keep (nothing, as "
+                            "G-FRTM's target model), mask (its mask enters the mask history; the default, measured "
+                            "the better) or full (TTVOS's whole update; placement s16 only); docs/gttvos.md")
 
 
 def add_overlap_flag(group) -> None:

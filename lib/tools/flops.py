@@ -279,6 +279,68 @@ def format_ttvos_flops(result: Dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+@torch.inference_mode()
+def gttvos_flops(backbone: str = "hrnetv2Sv1", placement: str = "frame", size: Sequence[int] = (480, 854),
+                 device: str = "meta") -> Dict:
+    """GFLOPs of G-TTVOS per tracked frame and object (``torch.utils.flop_counter``): the parts, a computed
+    frame (prefix + rest of the backbone + matching and gate + TTVOS's attention and decoder + state update) and
+    a reused frame (prefix + matching and gate + reuse path), and their ratio; TTVOS's own frame for scale."""
+    from models.gttvos import GTTVOS
+
+    model = GTTVOS(backbone, placement=placement).eval().to(device)
+    height, width = (-(-int(s) // 16) * 16 for s in size)
+    image = torch.zeros(1, 3, height, width, device=device)
+    mask = torch.zeros(1, 1, height, width, device=device)
+    mask[..., :100, :100] = 1
+    parts: Dict[str, float] = {}
+
+    def count(name, fn):
+        with FlopCounterMode(display=False) as counter:
+            out = fn()
+        parts[name] = counter.get_total_flops() / 1e9
+        return out
+
+    feats = model.features(image)
+    state = model.init_state(feats, mask)
+    reuse = model.init_reuse(feats, mask, state)
+    prefix = count("backbone_prefix", lambda: model.prefix(image))
+    count("backbone_rest", lambda: model.complete(dict(prefix)))
+    dissimilarity = count("matching_gate", lambda: (lambda d: (model.gate_logits(d), d)[1])(
+        model.match(feats, state, reuse)))
+    lt = dissimilarity if placement == "s16" else None
+    out = count("compute_path", lambda: model(feats, state, lt=lt))
+    count("state_update", lambda: model.update(feats, torch.softmax(out.logits, dim=1), state, out.update_weight))
+    count("reuse_path", lambda: model.reuse(feats, reuse, dissimilarity))
+    computed = sum(parts[k] for k in ("backbone_prefix", "backbone_rest", "matching_gate", "compute_path",
+                                      "state_update"))
+    reused = sum(parts[k] for k in ("backbone_prefix", "matching_gate", "reuse_path"))
+    ttvos = parts["backbone_prefix"] + parts["backbone_rest"] + parts["compute_path"] + parts["state_update"]
+    if placement == "s16":  # D is TTVOS's own template attention (in matching_gate), not in compute_path
+        ttvos += parts["matching_gate"] - _gate_only(model, dissimilarity)
+    return {"net": "gttvos", "backbone": backbone, "placement": placement, "size": [int(size[0]), int(size[1])],
+            "padded": [height, width], "parts": parts, "computed_frame": computed, "reused_frame": reused,
+            "reused_vs_computed": reused / computed, "ttvos_frame": ttvos}
+
+
+def _gate_only(model, dissimilarity) -> float:
+    with FlopCounterMode(display=False) as counter:
+        model.gate_logits(dissimilarity)
+    return counter.get_total_flops() / 1e9
+
+
+def format_gttvos_flops(result: Dict[str, object]) -> str:
+    parts: Dict[str, float] = result["parts"]  # type: ignore[assignment]
+    lines = [f"G-TTVOS {result['backbone']}, placement {result['placement']}, at {result['size'][0]}x"
+             f"{result['size'][1]} (padded to {result['padded'][0]}x{result['padded'][1]}), GFLOPs per frame and "
+             "object (torch.utils.flop_counter):"]
+    lines += [f"  {name:<22} {value:9.4f}" for name, value in parts.items()]
+    lines.append(f"  {'computed frame':<22} {result['computed_frame']:9.4f}   (TTVOS's own frame: "
+                 f"{result['ttvos_frame']:.4f})")
+    lines.append(f"  {'reused frame':<22} {result['reused_frame']:9.4f}   (reused / computed = "
+                 f"{result['reused_vs_computed']:.3f})")
+    return "\n".join(lines)
+
+
 def format_path_flops(result: Dict[str, object]) -> str:
     modules: Dict[str, float] = result["modules"]  # type: ignore[assignment]
     full_only = {"backbone_deep", "target_model_apply", "refiner_deep_stages"}
@@ -303,9 +365,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from models.ttvos_backbones import TTVOS_BACKBONES
 
     parser = argparse.ArgumentParser(description="GFLOPs of the G-FRTM full and reuse paths (one frame, one object), "
-                                                 "or of TTVOS (--net ttvos)")
-    parser.add_argument("--net", choices=("gfrtm", "ttvos"), default="gfrtm", help="base network")
-    parser.add_argument("--backbone", choices=TTVOS_BACKBONES, default="hrnetv2Sv1", help="--net ttvos: its backbone")
+                                                 "of TTVOS (--net ttvos) or of G-TTVOS (--net gttvos)")
+    parser.add_argument("--net", choices=("gfrtm", "ttvos", "gttvos"), default="gfrtm", help="base network")
+    parser.add_argument("--backbone", choices=TTVOS_BACKBONES, default="hrnetv2Sv1",
+                        help="--net ttvos / gttvos: its backbone")
+    parser.add_argument("--placement", choices=("frame", "s16"), default="frame",
+                        help="--net gttvos: where the reuse path attaches (docs/gttvos.md)")
     add_backbone_flags(parser, ftext_default="resnet18", pretrained_choices=())
     parser.add_argument("--size", type=int, nargs=2, default=[480, 854], metavar=("H", "W"))
     parser.add_argument("--c-channels", type=int, default=96, help="target-model width (evaluation: 96)")
@@ -315,6 +380,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if min(args.size) < 32:
         raise ConfigError(f"--size must be at least 32x32 (the backbone's stride), got {args.size[0]}x{args.size[1]}")
+    if args.net == "gttvos":
+        result = gttvos_flops(args.backbone, args.placement, args.size, args.device)
+        print(json.dumps(result, indent=2) if args.json else format_gttvos_flops(result))
+        return 0
     if args.net == "ttvos":
         device = "cpu" if args.device == "meta" else args.device  # the official counter needs real tensors
         result = ttvos_flops(args.backbone, args.size, device)

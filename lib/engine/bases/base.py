@@ -41,6 +41,9 @@ class BaseNetwork(ABC):
     channels_last: ClassVar[bool] = False
     # path names this base cannot run (e.g. "sparse": it has no G-FRTM shallow stages)
     unsupported_paths: ClassVar[FrozenSet[str]] = frozenset()
+    # EngineConfig.reuse_state values it implements (what a reused frame does to the object's online state)
+    reuse_states: ClassVar[FrozenSet[str]] = frozenset({"keep"})
+    default_reuse_state: ClassVar[str] = "keep"
 
     def __init__(self, engine: InferenceEngine, model: nn.Module, backbone: Optional[nn.Module] = None):
         self.engine = engine
@@ -115,9 +118,11 @@ def base_names() -> List[str]:
 
 
 def base_class_for(model: nn.Module) -> Type[BaseNetwork]:
-    """The registered base network that runs ``model`` (by its class)."""
-    for cls in _REGISTRY.values():
-        if isinstance(model, cls.model_type):
-            return cls
+    """The registered base network that runs ``model``: the one of its own class, else of its nearest base class
+    (G-TTVOS's model is a TTVOS)."""
+    for model_class in type(model).__mro__:
+        for cls in _REGISTRY.values():
+            if cls.model_type is model_class:
+                return cls
     raise ConfigError(f"no base network runs a {type(model).__name__}; known: "
                       f"{', '.join(c.model_type.__name__ for c in _REGISTRY.values())}")

@@ -98,11 +98,19 @@ class TTVOSBase(BaseNetwork):
         return TTVOSObject(obj_id=obj_id, start_index=index, prev_prob=mask_t, last_compute_index=index,
                            key_image=image, key_prob=mask_t, state=state)
 
+    def compute_features(self, ctx: FrameContext) -> Dict[str, Tensor]:
+        """The features the full path reads (the frame's, computed on first use)."""
+        return ctx.feats
+
+    def decode(self, ctx: FrameContext, obj: TTVOSObject):
+        """The template attention and the decoder on the frame (the full path's network part)."""
+        return self.model(ctx.feats, obj.state)
+
     def run_compute(self, ctx: FrameContext, obj: TTVOSObject) -> Tuple[Tensor, Tensor]:
         """Template attention + decoder: probability (H, W) and the logit of object over background (1, 1, H, W)."""
-        feats = ctx.feats
+        self.compute_features(ctx)  # (counted on their own)
         with self.engine.flops.count("compute_path", ctx.image_size), self.engine.autocast():
-            out = self.model(feats, obj.state)
+            out = self.decode(ctx, obj)
         pair = torch.softmax(out.logits.float(), dim=1)
         padding = required_padding(*ctx.image_size)
         prob = crop(pair[0, 1], padding)
@@ -134,10 +142,14 @@ class TTVOSBase(BaseNetwork):
         average with the frame's W, and the frame's /16 features)."""
         if not computed or not obj.learns:
             return
-        a = ctx.cache.get((MERGED, obj.obj_id))
-        if a is None:
-            a = pad(merged[None, None].float(), required_padding(*ctx.image_size))
+        a = self.padded_merged(ctx, obj, merged)
         with self.engine.flops.count("state_update", ctx.image_size), self.engine.autocast():
             state = self.model.update(ctx.feats, torch.cat([1 - a, a], dim=1), obj.state, obj.update_weight)
         obj.state = TTVOSState(prev_seg=state.prev_seg.float(), template=state.template.float(),
                                prev_s16=state.prev_s16)
+
+    @staticmethod
+    def padded_merged(ctx: FrameContext, obj: TTVOSObject, merged: Tensor) -> Tensor:
+        """The object's aggregated map on the padded canvas (1, 1, Hp, Wp)."""
+        a = ctx.cache.get((MERGED, obj.obj_id))
+        return a if a is not None else pad(merged[None, None].float(), required_padding(*ctx.image_size))

@@ -195,3 +195,29 @@ def test_curves_join_folders_and_split_variants():
         "sparse-gate-0.05": 1, "sparse-gate-learned": 1, "every-k": 2}
     clash = _series([row("x", "gate", 0.7), row("y", "gate", 0.7), row("y", "gate", 1.0)])
     assert set(clash) == {"gate (x)", "gate (y)"}
+
+
+def test_runs_of_two_base_networks_get_a_network_column_and_curves_of_their_own(tmp_path):
+    """G-FRTM and G-TTVOS folders merged: one curve per network and policy, a network column in the tables; a
+    single network's report has neither."""
+    from lib.evaluation.report import _series
+
+    def runs(base, jf):
+        out = [_run("gate", 1.0, jf, 4.0, 0.0), _run("gate", 0.5, jf - 0.01, 6.0, 0.5), _run("every-2", 1.0, jf - 0.02,
+                                                                                          7.0, 0.5)]
+        for run in out:
+            run["setup"] = {"model": f"{base}.pth", "base": base}
+        return out
+
+    a = _write_summary(tmp_path / "gfrtm", "dv2016val", runs("gfrtm", 0.75))
+    b = _write_summary(tmp_path / "gttvos", "dv2016val", runs("gttvos", 0.65))
+    report, plot = write_report([a, b], tmp_path / "both")
+    table = parse_tables(report.read_text())[0]
+    assert [r["network"] for r in table] == ["G-FRTM"] * 3 + ["G-TTVOS"] * 3
+    assert [r["J&F"] for r in table[3:]] == ["0.6500", "0.6400", "0.6300"]
+    _assert_png(plot)
+    rows = load_runs(a) + load_runs(b)
+    assert set(_series(rows)) == {"G-FRTM gate", "G-FRTM every-k", "G-TTVOS gate", "G-TTVOS every-k"}
+    single, _ = write_report([a], tmp_path / "one")
+    assert "network" not in parse_tables(single.read_text())[0][0]
+    assert set(_series(load_runs(a))) == {"gate", "every-k"}

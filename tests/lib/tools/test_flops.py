@@ -170,3 +170,21 @@ def test_ttvos_counts_reproduce_the_official_readme(backbone):
     parts = result["parts"]
     assert result["tracked_frame"] == pytest.approx(parts["backbone"] + parts["head"] + parts["state_update"])
     assert parts["refine_decoder"] == pytest.approx(parts["head"] - parts["template_attention"])
+
+
+def test_gttvos_counts_add_up_and_the_placements_save_what_they_skip():
+    """G-TTVOS (meta device): a computed frame is TTVOS's plus the matching and gate; a reused frame of placement
+    frame skips all but the stem (HRNet: under 0.45 of a computed frame), of s16 on HRNet almost nothing (the whole
+    backbone still runs), of s16 on ResNet-50 its /16 layers."""
+    from lib.tools.flops import gttvos_flops, ttvos_flops
+
+    ttvos = ttvos_flops("hrnetv2Sv1", (240, 432), "meta")["tracked_frame"]
+    frame = gttvos_flops("hrnetv2Sv1", "frame", (240, 432))
+    assert frame["ttvos_frame"] == pytest.approx(ttvos, rel=1e-6)
+    assert frame["computed_frame"] == pytest.approx(ttvos + frame["parts"]["matching_gate"], rel=1e-6)
+    assert frame["reused_vs_computed"] < 0.45
+    s16 = gttvos_flops("hrnetv2Sv1", "s16", (240, 432))
+    assert s16["parts"]["backbone_rest"] == 0 and s16["ttvos_frame"] == pytest.approx(ttvos, rel=1e-4)
+    assert 0.9 < s16["reused_vs_computed"] < 1
+    resnet = gttvos_flops("resnet50s16", "s16", (240, 432))
+    assert resnet["parts"]["backbone_rest"] > 0 and resnet["reused_vs_computed"] < 0.7

@@ -15,8 +15,8 @@ from models.gfrtm import GFRTM
 from tests.lib.engine.sessions import seeded_networks
 
 
-def test_registry_knows_both_bases():
-    assert bases.base_names() == ["gfrtm", "ttvos"]
+def test_registry_knows_the_three_bases():
+    assert bases.base_names() == ["gfrtm", "ttvos", "gttvos"]
     with pytest.raises(ConfigError, match="no base network runs a Linear"):
         InferenceEngine(torch.nn.Linear(2, 2))
 
