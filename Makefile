@@ -128,9 +128,10 @@ train-gttvos-cpu: $(STAMP)
 	@echo "model: $(GTTVOS_MODEL)   scores: results/$(GTTVOS_RUN)-holdout/report.md, results/$(GTTVOS_RUN)-sample/report.md"
 
 # G-FRTM and G-TTVOS side by side (README, "G-FRTM and G-TTVOS side by side"): both shipped models at their 360x640,
-# the gate's tau sweep, the ground-truth oracle, every-k and the flow-warped every-k, on the held-out train sequences
-# and on the bundled val pair; one report and plot per set of sequences (about 35 minutes on 2 cores; evaluate.py
-# resumes, so an interrupted run goes on where it stopped).
+# the gate's tau sweep, the ground-truth oracle, every-k, the flow-warped every-k and warp-error, copy and fusion
+# (and sparse-gate, G-FRTM only: G-TTVOS has no shallow stages to tile), on the held-out train sequences and on the
+# bundled val pair; one report and plot per set of sequences (about 50 minutes on 2 cores; evaluate.py resumes, so
+# an interrupted run goes on where it stopped).
 COMPARE_OUT    ?= results/compare-bases
 COMPARE_GFRTM  ?= weights/gfrtm_rn18_dv2016_cpu.pth
 COMPARE_GTTVOS ?= weights/gttvos_hrnet_dv2016_cpu.pth
@@ -148,7 +149,13 @@ compare-bases: $(STAMP)
 	    run --policy oracle --TH 0.9 0.8 0.7 0.6 0.5 --out $$out-oracle; \
 	    for k in 2 3 5; do run --policy every-k --every-k $$k --out $$out-every-$$k; done; \
 	    for k in 3 5; do run --policy warp-every-k --every-k $$k --out $$out-warp-every-$$k; done; \
-	    folders="$$folders $$out-gate $$out-oracle $$out-every-2 $$out-every-3 $$out-every-5 $$out-warp-every-3 $$out-warp-every-5"; \
+	    run --policy copy --TH 0.6 0.5 --out $$out-copy; \
+	    run --policy fusion --TH 0.5 --TH2 0.8 --out $$out-fusion; \
+	    run --policy warp-error --TH 0.97 0.95 --out $$out-warp-error; \
+	    folders="$$folders $$out-gate $$out-oracle $$out-every-2 $$out-every-3 $$out-every-5 $$out-warp-every-3 \
+	      $$out-warp-every-5 $$out-copy $$out-fusion $$out-warp-error"; \
+	    if [ $$tag = gfrtm ]; then run --policy sparse-gate --TH 0.5 --out $$out-sparse-gate; \
+	      folders="$$folders $$out-sparse-gate"; fi; \
 	  done; \
 	  $(PY) -m lib.evaluation.report $$folders --out $(COMPARE_OUT)/$$name; \
 	done
