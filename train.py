@@ -343,37 +343,32 @@ def tile_config_from_args(args: argparse.Namespace) -> TileGateTrainConfig:
         checkpoints=args.checkpoints, tensorboard=args.tensorboard, resume=args.resume, seed=args.seed, **optional)
 
 
-def ttvos_config_from_args(args: argparse.Namespace) -> TTVOSTrainConfig:
-    """Flags of ``--stage ttvos`` -> validated :class:`TTVOSTrainConfig`."""
+def _clip_stage_settings(args: argparse.Namespace, **optional) -> dict:
+    """The settings ``--stage ttvos`` and ``--stage gttvos`` share (defaults resolved), plus the ``optional`` ones
+    that were given (None: the config's default)."""
     _resolve_stage_defaults(args)
-    optional = {k: v for k, v in (("backbone", args.ttvos_backbone), ("train_backbone", args.train_backbone),
-                                  ("tps", args.tps), ("diff_loss", args.diff_loss), ("tmp_loss", args.tmp_loss),
-                                  ("clips_per_epoch", args.clips_per_epoch)) if v is not None}
-    return TTVOSTrainConfig(
+    optional.update(backbone=args.ttvos_backbone, tps=args.tps, clips_per_epoch=args.clips_per_epoch)
+    return dict(
         name=args.name, dset=DATASET_ALIASES.get(args.dset, args.dset), device=args.dev or str(resolve_device()),
         init_pth=args.init_pth, trust_checkpoint=args.trust_checkpoint, official_quirks=args.official_quirks,
         seq_len=args.seq_len, size=tuple(args.size), holdout=read_holdout(args.holdout), davis_root=args.davis_root,
         saliency_root=args.saliency_root, synthetic_root=args.synthetic_root, data_cache=args.data_cache,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
         max_iters_per_epoch=args.max_iters_per_epoch, checkpoints=args.checkpoints, tensorboard=args.tensorboard,
-        resume=args.resume, amp=args.amp, workers=args.workers, seed=args.seed, **optional)
+        resume=args.resume, amp=args.amp, workers=args.workers, seed=args.seed,
+        **{k: v for k, v in optional.items() if v is not None})
+
+
+def ttvos_config_from_args(args: argparse.Namespace) -> TTVOSTrainConfig:
+    """Flags of ``--stage ttvos`` -> validated :class:`TTVOSTrainConfig`."""
+    return TTVOSTrainConfig(**_clip_stage_settings(args, train_backbone=args.train_backbone,
+                                                   diff_loss=args.diff_loss, tmp_loss=args.tmp_loss))
 
 
 def gttvos_config_from_args(args: argparse.Namespace) -> GTTVOSTrainConfig:
     """Flags of ``--stage gttvos`` -> validated :class:`GTTVOSTrainConfig`."""
-    _resolve_stage_defaults(args)
-    optional = {k: v for k, v in (("backbone", args.ttvos_backbone), ("tps", args.tps),
-                                  ("placement", args.placement), ("reuse_weight", args.reuse_weight),
-                                  ("clips_per_epoch", args.clips_per_epoch)) if v is not None}
-    return GTTVOSTrainConfig(
-        name=args.name, dset=DATASET_ALIASES.get(args.dset, args.dset), device=args.dev or str(resolve_device()),
-        init_pth=args.init_pth, trust_checkpoint=args.trust_checkpoint, official_quirks=args.official_quirks,
-        m1=args.m1, m2=args.m2, margin_epochs=args.margin_epochs,
-        seq_len=args.seq_len, size=tuple(args.size), holdout=read_holdout(args.holdout), davis_root=args.davis_root,
-        saliency_root=args.saliency_root, synthetic_root=args.synthetic_root, data_cache=args.data_cache,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
-        max_iters_per_epoch=args.max_iters_per_epoch, checkpoints=args.checkpoints, tensorboard=args.tensorboard,
-        resume=args.resume, amp=args.amp, workers=args.workers, seed=args.seed, **optional)
+    return GTTVOSTrainConfig(m1=args.m1, m2=args.m2, margin_epochs=args.margin_epochs,
+                             **_clip_stage_settings(args, placement=args.placement, reuse_weight=args.reuse_weight))
 
 
 def train_small_module(args: argparse.Namespace) -> int:

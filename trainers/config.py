@@ -28,6 +28,13 @@ def need(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def check_gate_margins(m1: float, m2: float, margin_epochs: int) -> None:
+    """The paper's gate-loss margins (Eq. 4-5) and schedule, as --m1 / --m2 / --marginEp give them."""
+    need(0.0 <= m1 <= 1.0, f"--m1 must be in [0, 1], got {m1}")
+    need(0.0 <= m2 <= 1.0, f"--m2 must be in [0, 1], got {m2}")
+    need(margin_epochs >= 0, f"--marginEp must be >= 0, got {margin_epochs}")
+
+
 def check_run_name(name: str) -> None:
     need(bool(name) and "/" not in name and name not in (".", ".."),
          f"--name {name!r}: a run name must be a non-empty folder name without '/'")
@@ -208,12 +215,10 @@ class TrainConfig(RunFolders):
                  f"--gate-loss ngate needs --target-rate R with 0 <= R <= 1, got {self.target_rate}")
         else:
             need(self.target_rate is None, "--target-rate only applies to --gate-loss ngate")
-        need(0.0 <= self.m1 <= 1.0, f"--m1 must be in [0, 1], got {self.m1}")
+        check_gate_margins(self.m1, self.m2, self.margin_epochs)
         need(self.backbone_lr >= 0.0, f"--backbone-lr must be >= 0, got {self.backbone_lr}")
         need(not (self.backbone_lr > 0 and self.train_only),
              "--backbone-lr fine-tunes the backbone with every module; it does not combine with --train-only")
-        need(0.0 <= self.m2 <= 1.0, f"--m2 must be in [0, 1], got {self.m2}")
-        need(self.margin_epochs >= 0, f"--marginEp must be >= 0, got {self.margin_epochs}")
         need(self.tmcache_mode in TMCACHE_MODES, f"--tmcache-mode {self.tmcache_mode!r}: choose one of "
                                                  f"{', '.join(TMCACHE_MODES)}")
         need(self.amp in (None, "bf16"), f"--amp must be bf16 or absent, got {self.amp!r}")
@@ -482,9 +487,7 @@ class GTTVOSTrainConfig(TTVOSTrainConfig):
 
         need(bool(self.init_pth), "--stage gttvos needs --initPth: the trained TTVOS whose reuse modules it trains")
         need(self.placement in PLACEMENTS, f"--placement {self.placement!r}: choose one of {', '.join(PLACEMENTS)}")
-        need(0.0 <= self.m1 <= 1.0, f"--m1 must be in [0, 1], got {self.m1}")
-        need(0.0 <= self.m2 <= 1.0, f"--m2 must be in [0, 1], got {self.m2}")
-        need(self.margin_epochs >= 0, f"--marginEp must be >= 0, got {self.margin_epochs}")
+        check_gate_margins(self.m1, self.m2, self.margin_epochs)
         need(self.reuse_weight >= 0, f"--reuse-weight must be >= 0, got {self.reuse_weight}")
 
     @property

@@ -9,19 +9,14 @@ StepLR, one checkpoint per epoch (a project-format ``gttvos`` file that ``evalua
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Dict
 
-import torch
 from torch import Tensor
 
 from base.errors import ConfigError
 from lib.tools.checkpoint import load_ttvos
 from models.gttvos import GTTVOS
-from trainers.checkpointing import find_resume_checkpoint, restore_training_state
-from trainers.config import GTTVOSTrainConfig
 from trainers.gttvos_recurrent import GTTVOSLossOptions, GTTVOSRecurrent
-from trainers.loop import seed_everything
 from trainers.ttvos import TTVOSTrainer
 
 REUSE_MODULES = ("Tmatching", "convGS", "Convert_Diff", "Diff_process")
@@ -45,15 +40,13 @@ def gttvos_from_ttvos(path: str, placement: str, trust: bool = False) -> GTTVOS:
 
 
 class GTTVOSTrainer(TTVOSTrainer):
-    """Builds G-TTVOS from ``--initPth``, freezes its TTVOS, and trains the reuse modules (TTVOS's loop)."""
+    """Builds G-TTVOS from ``--initPth``, freezes its TTVOS, and trains the reuse modules (TTVOS's construction,
+    resumption and loop; a :class:`trainers.config.GTTVOSTrainConfig`)."""
 
     STATS = ("loss", "seg", "reuse", "delta", "gate", "iou", "reuse_iou", "reuse_rate")
 
-    def __init__(self, config: GTTVOSTrainConfig, log: Callable[[str], None] = print):  # noqa: super not called
-        self.config = config
-        self.log = log
-        self.device = torch.device(config.device)
-        seed_everything(config.seed)
+    def build_model(self):
+        config = self.config
         self.model = gttvos_from_ttvos(config.init_pth, config.placement, trust=config.trust_checkpoint)
         if self.model.backbone_name != config.backbone:
             raise ConfigError(f"--initPth {config.init_pth}: a {self.model.backbone_name} TTVOS, but this run trains "
@@ -63,21 +56,13 @@ class GTTVOSTrainer(TTVOSTrainer):
         self.frozen = [child for name, child in self.model.named_children() if name not in REUSE_MODULES]
         for child in self.frozen:
             child.requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.model.reuse_parameters(), lr=config.lr, weight_decay=0.0)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.lr_step,
-                                                         gamma=config.lr_gamma)
-        self.recurrent = GTTVOSRecurrent(self.model, GTTVOSLossOptions(
+        return self.model.reuse_parameters()
+
+    def build_recurrent(self):
+        config = self.config
+        return GTTVOSRecurrent(self.model, GTTVOSLossOptions(
             m1=config.m1, m2=config.m2, margin_epochs=config.margin_epochs, reuse_weight=config.reuse_weight,
             official_quirks=config.official_quirks))
-        self.start_epoch = 1
-        self.resumed_from: Optional[Path] = None
-        if config.resume:
-            found = find_resume_checkpoint(config.checkpoints, config.name, log=self.log)
-            if found is not None:
-                path, state = found
-                epoch = restore_training_state(state, self.model, self.optimizer, self.scheduler, path)
-                self.start_epoch, self.resumed_from = epoch + 1, path
-                self.log(f"resumed from {path} (epoch {epoch} finished); continuing at epoch {self.start_epoch}")
 
     @staticmethod
     def describe(stats: Dict[str, float]) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -41,6 +41,25 @@ class TTVOSTrainer:
         self.log = log
         self.device = torch.device(config.device)
         seed_everything(config.seed)
+        params = self.build_model()
+        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=0.0)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.lr_step,
+                                                         gamma=config.lr_gamma)
+        self.recurrent = self.build_recurrent()
+        self.start_epoch = 1
+        self.resumed_from: Optional[Path] = None
+        if config.resume:
+            found = find_resume_checkpoint(config.checkpoints, config.name, log=self.log)
+            if found is not None:
+                path, state = found
+                epoch = restore_training_state(state, self.model, self.optimizer, self.scheduler, path)
+                self.start_epoch, self.resumed_from = epoch + 1, path
+                self.log(f"resumed from {path} (epoch {epoch} finished); continuing at epoch {self.start_epoch}")
+
+    def build_model(self) -> List[torch.nn.Parameter]:
+        """Set :attr:`model` (on the device) and :attr:`frozen` (children kept in eval mode); returns the
+        parameters to train."""
+        config = self.config
         self.model = TTVOS(config.backbone)
         if config.init_pth:
             start = load_ttvos(config.init_pth, trust=config.trust_checkpoint)
@@ -59,22 +78,13 @@ class TTVOSTrainer:
                 if name != keep:
                     child.requires_grad_(False)
                     self.frozen.append(child)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=0.0)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.lr_step,
-                                                         gamma=config.lr_gamma)
-        self.recurrent = TTVOSRecurrent(self.model, TTVOSLossOptions(diff_loss=config.diff_loss,
-                                                                      tmp_loss=config.tmp_loss,
-                                                                      official_quirks=config.official_quirks))
-        self.start_epoch = 1
-        self.resumed_from: Optional[Path] = None
-        if config.resume:
-            found = find_resume_checkpoint(config.checkpoints, config.name, log=self.log)
-            if found is not None:
-                path, state = found
-                epoch = restore_training_state(state, self.model, self.optimizer, self.scheduler, path)
-                self.start_epoch, self.resumed_from = epoch + 1, path
-                self.log(f"resumed from {path} (epoch {epoch} finished); continuing at epoch {self.start_epoch}")
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def build_recurrent(self) -> torch.nn.Module:
+        """The training forward of :attr:`model` with the config's losses."""
+        config = self.config
+        return TTVOSRecurrent(self.model, TTVOSLossOptions(diff_loss=config.diff_loss, tmp_loss=config.tmp_loss,
+                                                           official_quirks=config.official_quirks))
 
     def build_data(self):
         from dataset.training import build_training_set

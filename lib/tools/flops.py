@@ -224,15 +224,10 @@ def official_module_flops(model: torch.nn.Module, fn) -> int:
     return total[0]
 
 
-@torch.inference_mode()
-def ttvos_flops(backbone: str = "hrnetv2Sv1", size: Sequence[int] = (480, 854), device: str = "meta") -> Dict:
-    """GFLOPs of TTVOS: per tracked frame and object (``torch.utils.flop_counter``, as every count of this
-    project), its parts, and the official README's figure: the official counter on ``test.py``'s dummy call
-    (a 2-frame clip at ``size`` padded to a multiple of 16, a 100x100 box on frame 0: one initialisation, one
-    tracked frame and its state update), in GMac."""
-    from models.ttvos import TTVOS, count_parameters
-
-    model = TTVOS(backbone).eval().to(device)
+def _ttvos_inputs(size: Sequence[int], device: str):
+    """The official ``test.py`` dummy inputs at ``size`` padded to a multiple of 16: (H, W), a zero image and a
+    mask with a 100x100 box; and ``(parts, count)``: ``count(name, fn)`` runs ``fn`` under a FLOP counter and
+    stores its GFLOPs in ``parts[name]``."""
     height, width = (-(-int(s) // 16) * 16 for s in size)
     image = torch.zeros(1, 3, height, width, device=device)
     mask = torch.zeros(1, 1, height, width, device=device)
@@ -245,6 +240,19 @@ def ttvos_flops(backbone: str = "hrnetv2Sv1", size: Sequence[int] = (480, 854), 
         parts[name] = counter.get_total_flops() / 1e9
         return out
 
+    return (height, width), image, mask, parts, count
+
+
+@torch.inference_mode()
+def ttvos_flops(backbone: str = "hrnetv2Sv1", size: Sequence[int] = (480, 854), device: str = "meta") -> Dict:
+    """GFLOPs of TTVOS: per tracked frame and object (``torch.utils.flop_counter``, as every count of this
+    project), its parts, and the official README's figure: the official counter on ``test.py``'s dummy call
+    (a 2-frame clip at ``size`` padded to a multiple of 16, a 100x100 box on frame 0: one initialisation, one
+    tracked frame and its state update), in GMac."""
+    from models.ttvos import TTVOS, count_parameters
+
+    model = TTVOS(backbone).eval().to(device)
+    (height, width), image, mask, parts, count = _ttvos_inputs(size, device)
     feats = count("backbone", lambda: model.features(image))
     state = count("first_frame_template", lambda: model.init_state(feats, mask))
     count("template_attention", lambda: model.attend(feats, state))
@@ -288,25 +296,18 @@ def gttvos_flops(backbone: str = "hrnetv2Sv1", placement: str = "frame", size: S
     from models.gttvos import GTTVOS
 
     model = GTTVOS(backbone, placement=placement).eval().to(device)
-    height, width = (-(-int(s) // 16) * 16 for s in size)
-    image = torch.zeros(1, 3, height, width, device=device)
-    mask = torch.zeros(1, 1, height, width, device=device)
-    mask[..., :100, :100] = 1
-    parts: Dict[str, float] = {}
-
-    def count(name, fn):
-        with FlopCounterMode(display=False) as counter:
-            out = fn()
-        parts[name] = counter.get_total_flops() / 1e9
-        return out
-
+    (height, width), image, mask, parts, count = _ttvos_inputs(size, device)
     feats = model.features(image)
     state = model.init_state(feats, mask)
     reuse = model.init_reuse(feats, mask, state)
     prefix = count("backbone_prefix", lambda: model.prefix(image))
     count("backbone_rest", lambda: model.complete(dict(prefix)))
-    dissimilarity = count("matching_gate", lambda: (lambda d: (model.gate_logits(d), d)[1])(
-        model.match(feats, state, reuse)))
+    def match_and_gate():
+        dissimilarity = model.match(feats, state, reuse)
+        model.gate_logits(dissimilarity)
+        return dissimilarity
+
+    dissimilarity = count("matching_gate", match_and_gate)
     lt = dissimilarity if placement == "s16" else None
     out = count("compute_path", lambda: model(feats, state, lt=lt))
     count("state_update", lambda: model.update(feats, torch.softmax(out.logits, dim=1), state, out.update_weight))

@@ -7,21 +7,11 @@ import pytest
 import torch
 
 from models.gttvos import GTTVOS, PLACEMENTS
+from tests.trainers.test_ttvos_recurrent import N, clip
 from trainers.gttvos_recurrent import GTTVOSLossOptions, GTTVOSRecurrent
 from trainers.losses import mask_iou
 
-H, W, N = 64, 96, 4
 REUSE_MODULES = ("Tmatching", "convGS", "Convert_Diff", "Diff_process")
-
-
-def clip(seed: int = 0, batch: int = 2):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, N, 3, H, W, generator=g)
-    labels = torch.zeros(batch, N, 1, H, W, dtype=torch.long)
-    for t in range(N):
-        labels[:, t, :, 16:48, 20 + 4 * t:60 + 4 * t] = 1
-        images[:, t, :, 16:48, 20 + 4 * t:60 + 4 * t] += 2.0
-    return images, labels
 
 
 def frozen(placement: str, reuse_logit: float = 0.0) -> GTTVOS:
