@@ -158,3 +158,124 @@ def test_demo_runs_a_ttvos_model(clip, tmp_path):
          "--dev", "cpu")
     summary = check_outputs(tmp_path / "out", [f"{i:05d}" for i in range(N)], 0.7)
     assert summary["base"] == "ttvos" and summary["policy"] == "always" and summary["reused_object_frames"] == 0
+
+
+def square_box(margin=4):
+    return f"{10 - margin},{10 - margin},{30 + margin},{30 + margin}"  # object 1 of first_mask()
+
+
+def test_demo_starts_from_a_box(checkpoint, clip, tmp_path):
+    """--box instead of --mask: GrabCut finds the red square on the first frame; it is tracked from there."""
+    out = tmp_path / "box"
+    proc = demo("--video", clip / "clip.mp4", "--box", square_box(), "--model", checkpoint, "--pretrained", "none",
+                "--dev", "cpu", "--TH", "1", "--out", out)
+    assert "GrabCut in --box 6,6,34,34" in proc.stdout
+    made = np.array(Image.open(out / "first_mask.png"))
+    truth = first_mask() == 1
+    assert ((made == 1) & truth).sum() / ((made == 1) | truth).sum() > 0.8 and set(np.unique(made)) == {0, 1}
+    np.testing.assert_array_equal(np.array(Image.open(out / "masks" / "00000.png")), made)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["objects"] == [1] and summary["mask"].startswith("GrabCut") and summary["frames"] == N
+    assert summary["source"] == "file" and summary["frame_mode"] == "every" and summary["stopped"] is None
+    assert summary["fps_end_to_end"] > 0 and summary["fps_end_to_end_tracking"] > 0
+
+
+def test_demo_latest_frame_mode_skips_what_it_cannot_keep_up_with(checkpoint, clip, tmp_path):
+    """A file read as a live source: the reader decodes at full speed, so frames are skipped (counted, named by
+    their arrival number) and overlay.mp4 repeats the last processed frame for each, keeping real time."""
+    out = tmp_path / "latest"
+    demo("--video", clip / "clip.mp4", "--mask", clip / "mask.png", "--frames", "latest", "--model", checkpoint,
+         "--pretrained", "none", "--dev", "cpu", "--TH", "1", "--out", out)
+    summary = json.loads((out / "summary.json").read_text())
+    names = sorted(p.stem for p in (out / "masks").glob("*.png"))
+    assert summary["frame_mode"] == "latest" and len(names) == summary["frames"]
+    assert summary["frames"] + summary["dropped_frames"] == N and names[0] == "00000" and names[-1] == f"{N - 1:05d}"
+    assert len(count_video_frames(out / "overlay.mp4")) == N
+
+
+def test_ctrl_c_keeps_everything_written_so_far(checkpoint, clip, tmp_path, monkeypatch):
+    import dataset.stream as stream_module
+
+    raw = stream_module.FrameStream._raw_frames
+
+    def interrupted(self):
+        for k, item in enumerate(raw(self)):
+            if k == 3:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(stream_module.FrameStream, "_raw_frames", interrupted)
+    out = tmp_path / "stopped"
+    proc = demo("--video", clip / "clip.mp4", "--mask", clip / "mask.png", "--model", checkpoint, "--pretrained",
+                "none", "--dev", "cpu", "--out", out, check=False)
+    assert proc.returncode == 130 and "stopped early (Ctrl-C) after 3 frames" in proc.stdout, proc.stderr
+    assert sorted(p.stem for p in (out / "masks").glob("*.png")) == ["00000", "00001", "00002"]
+    assert len(count_video_frames(out / "overlay.mp4")) == 3
+    with Image.open(out / "overlay.gif") as gif:
+        assert gif.n_frames == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "Ctrl-C" and summary["frames"] == 3
+
+
+class FakeWindow:
+    """OpenCV's HighGUI without a display: records what is shown, presses q on the ``stop_at``-th frame."""
+
+    def __init__(self, monkeypatch, stop_at, rois=((6, 6, 28, 28),)):
+        import lib.tools.live_view as live_view
+
+        self.shown, self.stop_at, self.rois = [], stop_at, np.array(rois)
+        monkeypatch.setattr(live_view, "display_problem", lambda: None)
+        for name in ("namedWindow", "destroyWindow"):
+            monkeypatch.setattr(cv2, name, lambda *a, **k: None)
+        monkeypatch.setattr(cv2, "imshow", lambda title, image: self.shown.append(image))
+        monkeypatch.setattr(cv2, "waitKey", lambda delay: ord("q") if len(self.shown) == self.stop_at else -1)
+        monkeypatch.setattr(cv2, "getWindowProperty", lambda *a: 1.0)
+        monkeypatch.setattr(cv2, "selectROIs", lambda *a, **k: self.rois)
+
+
+def test_show_draws_boxes_shows_frames_and_stops_on_q(checkpoint, clip, tmp_path, monkeypatch):
+    window = FakeWindow(monkeypatch, stop_at=4)
+    out = tmp_path / "show"
+    proc = demo("--video", clip / "frames", "--show", "--model", checkpoint, "--pretrained", "none", "--dev", "cpu",
+                "--TH", "1", "--out", out)
+    assert "GrabCut in drawn boxes 6,6,34,34" in proc.stdout and "stopped early (window closed" in proc.stdout
+    assert len(window.shown) == 4 and window.shown[0].shape == (H, W, 3)
+    made = np.array(Image.open(out / "first_mask.png"))
+    truth = first_mask() == 1
+    assert ((made == 1) & truth).sum() / ((made == 1) | truth).sum() > 0.8
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 4 and summary["stopped"].startswith("window closed")
+    assert len(list((out / "masks").glob("*.png"))) == 4
+
+
+def test_stream_and_box_errors_are_one_line(checkpoint, clip, tmp_path, monkeypatch):
+    def error(*args):
+        proc = demo(*args, "--model", checkpoint, "--pretrained", "none", "--dev", "cpu", "--out", tmp_path / "o",
+                    check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        return proc.stderr
+
+    video = ["--video", clip / "clip.mp4"]
+    assert "--mask PNG, --box x0,y0,x1,y1, or --show" in error(*video)
+    assert "not both" in error(*video, "--mask", clip / "mask.png", "--box", square_box())
+    assert "x0,y0,x1,y1" in error(*video, "--box", "1,2,3")
+    assert "covers the whole frame" in error(*video, "--box", f"0,0,{W},{H}")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert "--show needs a window: no display" in error(*video, "--show")
+
+    class NoCamera:
+        def __init__(self, source):
+            pass
+
+        def isOpened(self):
+            return False
+
+        def release(self):
+            pass
+
+    import dataset.stream as stream_module
+
+    monkeypatch.setattr(stream_module.cv2, "VideoCapture", NoCamera)
+    assert "7: cannot open camera 7 (no such device, or in use)" in error("--video", "7", "--box", square_box())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -49,10 +49,12 @@ class OverlayWriter:
 
     The mp4 is written to a hidden temporary file and renamed on :meth:`close`; odd frame sizes are
     padded by one edge pixel (mp4v needs even sizes). The GIF keeps every ``stride``-th frame so that it
-    has at most :data:`GIF_MAX_FRAMES` frames, downscaled to at most :data:`GIF_MAX_SIDE` px.
+    has at most :data:`GIF_MAX_FRAMES` frames, downscaled to at most :data:`GIF_MAX_SIDE` px; for a stream of
+    unknown length (``total_frames`` None) the stride doubles (every other kept frame dropped) whenever the
+    GIF would grow past that.
     """
 
-    def __init__(self, mp4: Path, gif: Path, fps: float, size, total_frames: int):
+    def __init__(self, mp4: Path, gif: Path, fps: float, size, total_frames: Optional[int]):
         self.mp4, self.gif, self.fps = Path(mp4), Path(gif), float(fps)
         height, width = size
         self.pad = (height % 2, width % 2)
@@ -63,7 +65,7 @@ class OverlayWriter:
         if not self.video.isOpened():
             self.tmp.unlink(missing_ok=True)
             raise ConfigError(f"OpenCV cannot write an mp4 (mp4v codec) to {self.tmp.parent} on this machine")
-        self.stride = max(1, math.ceil(total_frames / GIF_MAX_FRAMES))
+        self.stride = max(1, math.ceil((total_frames or 1) / GIF_MAX_FRAMES))
         scale = min(1.0, GIF_MAX_SIDE / max(height, width))
         self.gif_size = (max(1, round(width * scale)), max(1, round(height * scale)))
         self.gif_frames: List[Image.Image] = []
@@ -74,6 +76,8 @@ class OverlayWriter:
         self.video.write(cv2.cvtColor(padded, cv2.COLOR_RGB2BGR))
         if self.count % self.stride == 0:
             self.gif_frames.append(Image.fromarray(frame_rgb).resize(self.gif_size, Image.BILINEAR))
+            if len(self.gif_frames) > GIF_MAX_FRAMES:
+                self.gif_frames, self.stride = self.gif_frames[::2], 2 * self.stride
         self.count += 1
 
     def close(self) -> None:

@@ -20,7 +20,9 @@ Measurements added to each run of summary.json (and to each of its sequences):
 * ``wall_seconds``: the sequences' wall-clock time from the first frame read to the last mask written (frames
   are decoded by a reader thread ahead of the networks and masks written by a writer thread behind them where
   there are spare cores, see ``--overlap-io``), and
-  ``wall_over_processing``: that over the processing time of ``fps`` (1.0 = the file I/O is fully hidden).
+  ``wall_over_processing``: that over the processing time of ``fps`` (1.0 = the file I/O is fully hidden);
+  ``fps_end_to_end`` (frames over ``wall_seconds``) and ``fps_end_to_end_tracking`` (the same without each
+  sequence's first frame: reading, tracking and writing the tracked frames).
 * ``frames``, ``policy``, and ``tau``.
 * ``worst_case_by_distance`` (scored datasets only): per-frame J binned by the number of frames since
   the object's last computed frame (0 on computed frames; the start frame counts as computed); per bin
@@ -167,12 +169,20 @@ def _measure_means(records: List[Dict[str, object]]) -> Dict[str, float]:
 
 
 def _wall_clock(records: List[Dict[str, object]], seconds: float) -> Dict[str, float]:
-    """``wall_seconds`` (reading + tracking + writing the sequences) and its ratio to the processing time, when
-    every record has it (records written before it was measured do not)."""
+    """``wall_seconds`` (reading + tracking + writing the sequences), its ratio to the processing time and the
+    end-to-end frame rate (``fps_end_to_end``; ``fps_end_to_end_tracking`` without each sequence's first frame,
+    where the records give its wall time), when every record has it (records written before it was measured
+    do not)."""
     if not records or any("wall_seconds" not in r for r in records):
         return {}
     wall = sum(float(r["wall_seconds"]) for r in records)
-    return {"wall_seconds": wall, "wall_over_processing": wall / seconds if seconds > 0 else float("nan")}
+    frames = sum(r["frames"] for r in records)
+    out = {"wall_seconds": wall, "wall_over_processing": wall / seconds if seconds > 0 else float("nan"),
+           "fps_end_to_end": frames / wall if wall > 0 else float("nan")}
+    if all("wall_first_seconds" in r for r in records):  # the frames after each sequence's first, end to end
+        later = wall - sum(float(r["wall_first_seconds"]) for r in records)
+        out["fps_end_to_end_tracking"] = (frames - len(records)) / later if later > 0 else float("nan")
+    return out
 
 
 def frames_since_compute(paths: str) -> np.ndarray:
@@ -274,18 +284,23 @@ def run_dataset(engine: InferenceEngine, policy: PolicyConfig, sequences: Seq[Vi
         save = set(seq.save_frames)
         frame_bar = tqdm(total=len(seq), desc=seq.name, unit="frame", leave=False, dynamic_ncols=True)
         start = time.perf_counter()
+        first: Dict[str, float] = {}
         with BackgroundWriter(threaded=overlap) as writer:  # with overlap, PNGs written behind the networks
 
-            def write(out: FrameOutput, seq=seq, save=save, frame_bar=frame_bar, writer=writer) -> None:
+            def write(out: FrameOutput, seq=seq, save=save, frame_bar=frame_bar, writer=writer, first=first,
+                      start=start) -> None:
                 frame = seq.frames[out.index]
                 if frame in save:
                     writer.submit(write_index_png, run_dir / seq.name / f"{frame}.png", out.labels)
+                if out.index == 0:
+                    first["wall"] = time.perf_counter() - start
                 frame_bar.update(1)
 
             stats = track_sequence(engine, seq, policy, on_frame=write, read_ahead=2 if overlap else 0)
         frame_bar.close()
         record = sequence_record(stats)
         record["wall_seconds"] = time.perf_counter() - start  # reading, tracking and writing, end to end
+        record["wall_first_seconds"] = first.get("wall", 0.0)  # the first frame's part of it
         progress.add(seq.name, record)
 
     records = [progress.records[s.name] for s in sequences]

@@ -11,6 +11,8 @@
 ``warp-every-k``    compute every k-th frame, warp the last computed probability map by optical flow
                     otherwise (no network runs on a warp frame: GSVNet's key-frame schedule)
 ``warp-error``      warp iff 1 - the warp's photometric error around the object > tau, else compute
+``budget``          hold ``--budget-fps``: compute a frame when the time left in the budget allows, warp it
+                    otherwise (running estimates of both paths' cost on this machine)
 ``sparse-gate``     the gate; its reuse frames run the shallow stages and upsampler on the changed tiles only
                     (SpVOS-style; the other tiles keep the previous frame's maps)
 ==================  ======================================================================================
@@ -99,7 +101,7 @@ def policy_from_args(args: argparse.Namespace, tau: float) -> PolicyConfig:
 
 
 # The built-in families, in the order of the table above (registration order = --policy choices' order).
-from lib.engine.policies import gate, always, copying, fusion, oracle, every_k, warp, sparse  # noqa: E402,F401,I001
+from lib.engine.policies import gate, always, copying, fusion, oracle, every_k, warp, budget, sparse  # noqa: E402,F401,I001
 
 __all__ = ["ObjectFrame", "Param", "Policy", "PolicyConfig", "add_policy_flags", "default_policy", "policy_class",
            "policy_from_args", "policy_names", "policy_of_label", "register", "thresholds"]
