@@ -3,7 +3,7 @@
 ::
 
     python -m benchmarks.speed --ftext resnet18 --size 480 854 --dev cpu [--repeats N] [--warmup N]
-                               [--threads N] [--json OUT]
+                               [--threads N] [--amp bf16] [--channels-last | --no-channels-last] [--json OUT]
 
 One object on a synthetic frame pair (a textured background and an elliptic object that moves by a
 few pixels), with random-init weights: timings and FLOPs depend on shapes, not on weight values. What
@@ -36,6 +36,11 @@ path: on the CPU the resident set size (``VmHWM`` of ``/proc/self/status``, rese
 ``/proc/self/clear_refs`` before the frame), each path in a fresh process; on CUDA
 ``torch.cuda.max_memory_allocated``. CUDA timings use CUDA events.
 
+``--amp bf16`` times every network in bf16 autocast, as ``evaluate.py --amp bf16`` runs them (the engine's
+bf16-weight copies, G-FRTM in NHWC); the table's header names the CPU, the instruction sets it has (AVX2,
+AVX-512, AVX512_BF16, AMX) and the ones ATen and oneDNN were limited to (``ATEN_CPU_CAPABILITY``,
+``ONEDNN_MAX_CPU_ISA``), so a table says which CPU class it measured.
+
 On a shared CPU, ``--threads 1`` gives far steadier numbers than several threads competing with
 other processes.
 """
@@ -61,6 +66,7 @@ from lib.engine.core import EngineConfig, InferenceEngine, ObjectState
 from lib.engine.policies import PolicyConfig
 from lib.engine.session import InferenceSession
 from lib.tools.cli import add_backbone_flags, add_device_flag, apply_threads, resolve_device, run_cli
+from lib.tools.cpu import cpu_report
 from lib.tools.flops import measure, path_flops
 from models.backbone import FeatureExtractor
 from models.gfrtm import GFRTM
@@ -277,7 +283,7 @@ def engine_counted(engine: InferenceEngine, run: Callable[[], object]) -> int:
 
 
 def build_scene(ftext: str, size: Tuple[int, int], device: torch.device, seed: int,
-                channels_last: bool, several: bool = True) -> Scene:
+                channels_last: Optional[bool], several: bool = True, amp: Optional[str] = None) -> Scene:
     """Random-init networks (seeded), synthetic frames, and the object initialised on frame 0."""
     height, width = size
     torch.manual_seed(seed)
@@ -288,8 +294,8 @@ def build_scene(ftext: str, size: Tuple[int, int], device: torch.device, seed: i
     with torch.no_grad():
         model.refiner.project.conv2.bias.fill_(OUTPUT_BIAS)
     backbone = FeatureExtractor(ftext, "none")
-    engine = InferenceEngine(model, backbone, EngineConfig(seed=seed, channels_last=channels_last), device,
-                             count_flops=False)
+    engine = InferenceEngine(model, backbone, EngineConfig(seed=seed, channels_last=channels_last, amp=amp),
+                             device, count_flops=False)
     frame0, frame1, mask0 = synthetic_frames(height, width, seed)
     initial = engine.new_session(COMPUTE_POLICY, name="synthetic")
     initial.step(frame0, {1: mask0})
@@ -312,17 +318,18 @@ def object_bands(mask: np.ndarray, n: int) -> np.ndarray:
     return ids
 
 
-def _peak_rss_of_one_frame(ftext: str, size: Tuple[int, int], seed: int, threads: int, channels_last: bool,
-                           path: str) -> Dict[str, object]:
+def _peak_rss_of_one_frame(ftext: str, size: Tuple[int, int], seed: int, threads: int,
+                           channels_last: Optional[bool], path: str, amp: Optional[str] = None) -> Dict[str, object]:
     """In a fresh process: build the scene, then the peak RSS of the first frame on ``path``."""
     torch.set_num_threads(threads)
-    scene = build_scene(ftext, size, torch.device("cpu"), seed, channels_last, several=False)
+    scene = build_scene(ftext, size, torch.device("cpu"), seed, channels_last, several=False, amp=amp)
     session = scene.session(path)
     return PeakMemory(torch.device("cpu")).measure(lambda: scene.frame(session))
 
 
-def peak_memory_per_path(ftext: str, size: Tuple[int, int], device: torch.device, seed: int, channels_last: bool,
-                         scene: Scene) -> Dict[str, Dict[str, object]]:
+def peak_memory_per_path(ftext: str, size: Tuple[int, int], device: torch.device, seed: int,
+                         channels_last: Optional[bool], scene: Scene, amp: Optional[str] = None
+                         ) -> Dict[str, Dict[str, object]]:
     """Peak memory of one frame per path. On the CPU each path gets a fresh process, because the RSS of a
     process that already ran frames depends on what its allocator kept; on CUDA the allocator's peak is
     reset in this process."""
@@ -333,32 +340,32 @@ def peak_memory_per_path(ftext: str, size: Tuple[int, int], device: torch.device
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
         return {path: pool.apply(_peak_rss_of_one_frame,
-                                 (ftext, size, seed, torch.get_num_threads(), channels_last, path))
+                                 (ftext, size, seed, torch.get_num_threads(), channels_last, path, amp))
                 for path in ("compute", "reuse")}
 
 
-def ttvos_scene(scene: Scene, device: torch.device, seed: int):
+def ttvos_scene(scene: Scene, device: torch.device, seed: int, amp: Optional[str] = None):
     """A TTVOS engine (HRNet-W18-small-v1, seeded random weights) at the scene's size, and a session whose
     object started on frame 0 (untimed)."""
     from models.ttvos import TTVOS
 
     torch.manual_seed(seed)
-    engine = InferenceEngine(TTVOS("hrnetv2Sv1"), config=EngineConfig(size=None), device=device,
+    engine = InferenceEngine(TTVOS("hrnetv2Sv1"), config=EngineConfig(size=None, amp=amp), device=device,
                              count_flops=False)
     session = engine.new_session(PolicyConfig("always"))
     session.step(scene.frame0, {1: scene.mask0})
     return engine, session
 
 
-def gttvos_scene(scene: Scene, device: torch.device, seed: int, placement: str):
+def gttvos_scene(scene: Scene, device: torch.device, seed: int, placement: str, amp: Optional[str] = None):
     """A G-TTVOS engine (HRNet-W18-small-v1, seeded random weights, ``placement``) at the scene's size, and a
     session whose object started on frame 0 (untimed); its gate is overridden per frame by the policy (tau 1
     computes, tau -1 reuses)."""
     from models.gttvos import GTTVOS
 
     torch.manual_seed(seed)
-    engine = InferenceEngine(GTTVOS("hrnetv2Sv1", placement=placement), config=EngineConfig(size=None),
-                             device=device, count_flops=False)
+    engine = InferenceEngine(GTTVOS("hrnetv2Sv1", placement=placement),
+                             config=EngineConfig(size=None, amp=amp), device=device, count_flops=False)
     session = engine.new_session(PolicyConfig("gate", 1.0))
     session.step(scene.frame0, {1: scene.mask0})
     return engine, session
@@ -369,8 +376,10 @@ GTTVOS_PLACEMENTS = ("frame", "s16")
 
 def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), device: str = "cpu",
                   repeats: int = 10, warmup: int = 2, threads: Optional[int] = None, seed: int = 0,
-                  channels_last: bool = False, log: Callable[[str], None] = lambda line: None) -> Dict[str, object]:
-    """Measure everything (see the module docstring); returns the JSON-ready result."""
+                  channels_last: Optional[bool] = None, log: Callable[[str], None] = lambda line: None,
+                  amp: Optional[str] = None) -> Dict[str, object]:
+    """Measure everything (see the module docstring); returns the JSON-ready result. ``channels_last`` None: the
+    base networks' own layouts; ``amp`` ``"bf16"``: every network in bf16 autocast (the engine's bf16 copies)."""
     dev = resolve_device(device)
     if repeats < 1 or warmup < 0:
         raise ConfigError(f"need --repeats >= 1 and --warmup >= 0, got {repeats} and {warmup}")
@@ -379,8 +388,10 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
         raise ConfigError(f"--size must be at least 32x32, got {height}x{width}")
     apply_threads(threads)
     log("initialising the object (first-frame augmentation + GN/CG)")
-    scene = build_scene(ftext, (height, width), dev, seed, channels_last)
-    model, backbone, engine, frame1, mask0 = scene.model, scene.backbone, scene.engine, scene.frame1, scene.mask0
+    scene = build_scene(ftext, (height, width), dev, seed, channels_last, amp=amp)
+    # the networks the engine runs (under amp its bf16 copies, else the scene's own)
+    model, backbone, engine, frame1, mask0 = scene.engine.model, scene.engine.backbone, scene.engine, scene.frame1, \
+        scene.mask0
     initial = scene.initial.objects[1]  # the object right after its initialisation on frame 0
     train_skipping = engine.config.target.train_skipping
     with torch.inference_mode():
@@ -400,14 +411,15 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
 
     with torch.inference_mode():
         score = engine.base.target_score(scene.session("compute").objects[1].target, feats1["layer4"])
-        tpl_s = model.match(feats1["layer3"], initial.prev_score, initial.template)
+        with engine.autocast():
+            tpl_s = model.match(feats1["layer3"], initial.prev_score, initial.template)
         soft_mask = torch.from_numpy(mask0).to(dev).float()[None, None]
     applied = scene.session("compute").objects[1].target  # apply() only counts frames and caches its projection
     size_hw = (height, width)
 
     def inference(fn: Callable[[], object]) -> Callable[[object], object]:
         def run(_: object) -> object:
-            with torch.inference_mode():
+            with torch.inference_mode(), engine.autocast():
                 return fn()
         return run
 
@@ -472,7 +484,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     }
     # TTVOS, the other base network (HRNet-W18-small-v1, random weights): a tracked frame and a first frame of the
     # same scene through its own session
-    ttvos_engine, ttvos_start = ttvos_scene(scene, dev, seed)
+    ttvos_engine, ttvos_start = ttvos_scene(scene, dev, seed, amp)
     jobs["ttvos_frame"] = ((lambda session: session.step(frame1).labels), ttvos_start.clone)
     jobs["ttvos_first_frame"] = ((lambda session: session.step(scene.frame0, {1: scene.mask0}).labels),
                                  (lambda: ttvos_engine.new_session(PolicyConfig("always"))))
@@ -480,7 +492,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     # TTVOS) and a reused frame (tau -1), from the same session state
     gttvos = {}
     for placement in GTTVOS_PLACEMENTS:
-        g_engine, g_start = gttvos_scene(scene, dev, seed, placement)
+        g_engine, g_start = gttvos_scene(scene, dev, seed, placement, amp)
         gttvos[placement] = (g_engine, g_start)
         for path, tau in (("compute", 1.0), ("reuse", -1.0)):
             jobs[f"gttvos_{placement}_{path}"] = (
@@ -494,7 +506,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     assert scene.session("warp_learned").step(frame1).paths[1].name == "warp"
 
     log("peak memory per path")
-    peak = peak_memory_per_path(ftext, (height, width), dev, seed, channels_last, scene)
+    peak = peak_memory_per_path(ftext, (height, width), dev, seed, channels_last, scene, amp)
 
     log("counting FLOPs")
     flops = path_flops(ftext, (height, width), engine.config.target.c_channels)
@@ -502,7 +514,9 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     flops_update = measure(update, state) * GIGA
     result = assemble(ftext, (height, width), dev, torch.get_num_threads(), repeats, warmup, timings, flops,
                       flops_update, peak, memory_after_cg, train_skipping, {**sparse_flops, **warp_flops})
-    result["channels_last"] = channels_last
+    result["channels_last"] = engine.channels_last
+    result["amp"] = amp
+    result["cpu"] = cpu_report()
     # one object's initialisation (augmentation, backbone on the copies, GN/CG, template) and its frame
     result["first_frame"] = {"label": "first frame: one object's init + its frame",
                              **timings["first_frame_init"].summary()}
@@ -611,7 +625,9 @@ def format_table(result: Dict[str, object]) -> str:
     h, w = result["size"]
     lines = [
         f"G-FRTM speed, {result['ftext']} at {h}x{w} on {result['device']} ({result['threads']} threads"
-        f"{', channels-last' if result.get('channels_last') else ''}), one object",
+        f"{', channels-last' if result.get('channels_last') else ''}"
+        f"{', bf16 autocast' if result.get('amp') == 'bf16' else ', float32'}), one object",
+        *([f"CPU: {result['cpu']['summary']}"] if result.get("cpu") and result["device"] == "cpu" else []),
         f"weights: {result['weights']}",
         f"{result['repeats']} timed runs after {result['warmup']} warm-up runs; times in ms: median [q1 - q3]",
         "",
@@ -690,11 +706,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs before them")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and the scene")
-    parser.add_argument("--channels-last", action="store_true", help="EngineConfig.channels_last (NHWC networks)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="EngineConfig.channels_last: NHWC (or --no-channels-last NCHW) networks; default: each "
+                             "base network's own choice (G-FRTM NCHW, under --amp bf16 NHWC; TTVOS NHWC)")
+    parser.add_argument("--amp", choices=["bf16"], default=None,
+                        help="bf16 autocast for the networks (EngineConfig.amp; the target model stays float32)")
     parser.add_argument("--json", metavar="OUT", default=None, help="also write the result as JSON to OUT")
     args = parser.parse_args(argv)
     result = run_benchmark(args.ftext, args.size, args.dev, args.repeats, args.warmup, args.threads, args.seed,
-                           args.channels_last, log=lambda line: print(line, file=sys.stderr))
+                           args.channels_last, log=lambda line: print(line, file=sys.stderr), amp=args.amp)
     print(format_table(result))
     if args.json:
         atomic_write_json(args.json, result)

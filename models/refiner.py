@@ -76,8 +76,27 @@ def bicubic_up2(x: Tensor) -> Tensor:
     axis produces both output phases, which are interleaved. Equal to ``F.interpolate`` up to float
     rounding (about 1e-7 of the values' range) and about twice as fast on CPU.
 
+    Under autocast, or given bfloat16 / float16, it runs in float32 (and returns float32): oneDNN's
+    reduced-precision depthwise kernels for these shapes measured 3x slower than float32 on an AMX Xeon
+    (20.7 against 6.2 ms for the refiner's 64-channel step at 360x640, plus a 10 ms layout copy), and float32
+    is the closer bicubic.
+
     (B,C,H,W) -> (B,C,2H,2W).
     """
+    if x.dtype in (torch.bfloat16, torch.float16) or _autocast_on(x.device.type):
+        with torch.autocast(x.device.type, enabled=False):
+            return _bicubic_up2(x.float())
+    return _bicubic_up2(x)
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type without autocast (e.g. meta, for FLOP counts)
+        return False
+
+
+def _bicubic_up2(x: Tensor) -> Tensor:
     b, c, h, w = x.shape
     taps = torch.tensor(BICUBIC_TAPS, dtype=x.dtype, device=x.device)  # (2 phases, 5 taps)
     x = F.pad(x, (2, 2, 2, 2), mode="replicate")

@@ -62,6 +62,9 @@ class WarpCorrector(nn.Module):
             nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
         )
         self.head = nn.Conv2d(width, taps + 1, 1)
+        # run the kernel-predicting CNN on channels-last tensors (the same function up to float rounding; on a
+        # 2-core CPU at 360x640 the CNN 7.8 -> 4.1 ms, the whole correction 22.8 -> 19.2 ms); inference sets it
+        self.channels_last = False
         nn.init.zeros_(self.head.weight)
         with torch.no_grad():
             self.head.bias.zero_()
@@ -78,7 +81,10 @@ class WarpCorrector(nn.Module):
         small = (max(1, math.ceil(h / self.scale)), max(1, math.ceil(w / self.scale)))
         if self.scale > 1:
             x = F.adaptive_avg_pool2d(x, small)
-        out = self.head(self.features(x))
+        if self.channels_last:
+            out = self.head(self.features(x.contiguous(memory_format=torch.channels_last))).contiguous()
+        else:
+            out = self.head(self.features(x))
         if self.scale > 1:
             out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
         taps = self.kernel * self.kernel

@@ -279,3 +279,16 @@ def test_stream_and_box_errors_are_one_line(checkpoint, clip, tmp_path, monkeypa
 
     monkeypatch.setattr(stream_module.cv2, "VideoCapture", NoCamera)
     assert "7: cannot open camera 7 (no such device, or in use)" in error("--video", "7", "--box", square_box())
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(checkpoint, clip, tmp_path, monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # what the report reads (oneDNN itself reads it at start)
+    proc = demo("--video", clip / "frames", "--mask", clip / "mask.png", "--model", checkpoint, "--pretrained",
+                "none", "--dev", "cpu", "--amp", "bf16", "--max-frames", "2", "--out", tmp_path / "o")
+    assert "warning: --amp bf16 on a CPU without bf16 instructions" in proc.stdout
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    from lib.tools.cpu import bf16_is_native
+
+    proc = demo("--video", clip / "frames", "--mask", clip / "mask.png", "--model", checkpoint, "--pretrained",
+                "none", "--dev", "cpu", "--amp", "bf16", "--max-frames", "2", "--out", tmp_path / "p")
+    assert ("warning: --amp bf16" in proc.stdout) != bf16_is_native()

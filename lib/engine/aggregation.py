@@ -26,13 +26,22 @@ def soft_aggregate(probs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         labels: (H, W) int64, 0 = background, k = channel k (object k of the input order, 1-based).
         masks: (N + 1, H, W) merged soft masks; channel 0 is the background.
     """
+    scores, labels = _soft_scores(probs)
+    keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(0, labels.unsqueeze(0), True)
+    return labels, scores * keep
+
+
+def soft_labels(probs: torch.Tensor) -> torch.Tensor:
+    """The labels of :func:`soft_aggregate` alone (the same operations, without the merged masks)."""
+    return _soft_scores(probs)[1]
+
+
+def _soft_scores(probs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     p = probs.clamp(EPS, 1 - EPS)
     background = (1 - p).min(dim=0, keepdim=True).values
     p = torch.cat([background, p], dim=0)
     scores = torch.softmax(p / (1 - p), dim=0)
-    labels = scores.max(dim=0).indices  # = argmax (first maximum), several times faster over dim 0 on CPU
-    keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(0, labels.unsqueeze(0), True)
-    return labels, scores * keep
+    return scores, scores.max(dim=0).indices  # = argmax (first maximum), several times faster over dim 0 on CPU
 
 
 

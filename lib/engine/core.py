@@ -17,6 +17,7 @@ policies call only the base network's seam (:class:`~lib.engine.bases.base.BaseN
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping, Optional, Tuple
@@ -33,6 +34,7 @@ from lib.engine.policies import PolicyConfig
 from lib.engine.session import InferenceSession
 from lib.engine.state import FrameContext, ObjectState
 from lib.tools.flops import FlopMeter
+from models.precision import cast_matmul_weights
 from models.target_model import TargetModelConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,11 +82,15 @@ class EngineConfig:
         target: target-model hyper-parameters (default: the official evaluation's fast mode).
         seed: seeds each object's target-model initial weights and its first-frame augmentation.
         amp: ``None`` (float32) or ``"bf16"`` (autocast for the networks; the target-model
-            optimisation stays float32).
+            optimisation stays float32). The engine then runs copies of the networks whose convolution and
+            linear weights are stored in bfloat16 (:mod:`models.precision`: the values autocast would cast on
+            every call; the caller's networks stay float32), and the bicubic upsampling of G-FRTM's refiner in
+            float32 (:func:`models.refiner.bicubic_up2`). docs/performance.md gives the speed-ups.
         channels_last: run the networks on channels-last (NHWC) tensors (True), on the default NCHW layout
             (False), or (None) on the base network's own choice, :attr:`BaseNetwork.channels_last`: NCHW for
-            G-FRTM (NHWC measured within noise of it on a 2-core CPU), NHWC for TTVOS (its HRNet backbone
-            1.7x faster on a 2-core CPU, docs/performance.md). Results equal the other layout's up to float
+            G-FRTM (NHWC measured within noise of it on a 2-core CPU; under ``amp`` NHWC, which saves the layout
+            conversions of its bf16 convolutions), NHWC for TTVOS (its HRNet backbone 1.7x faster on a 2-core
+            CPU, docs/performance.md). Results equal the other layout's up to float
             rounding (~1e-6), not bit for bit. The engine converts the networks the base runs in place (the
             given ones, or TTVOS's folded copy).
         fold_bn: fold inference BatchNorm into the convolutions before it (None: the base network's choice:
@@ -160,8 +166,17 @@ class InferenceEngine:
         if backbone is not None:
             backbone = backbone.to(self.device).eval()
         base_cls = base_class_for(model)
-        self.channels_last = (base_cls.channels_last if self.config.channels_last is None
-                              else bool(self.config.channels_last))
+        if self.config.amp is not None:
+            # bf16 weights stored once instead of cast on every call (the same values, models/precision.py),
+            # on copies: the caller's networks stay float32
+            model, backbone = copy.deepcopy(model), copy.deepcopy(backbone)
+            for net in (model, backbone):
+                if net is not None:
+                    cast_matmul_weights(net, torch.bfloat16)
+        default_layout = base_cls.channels_last
+        if self.config.amp is not None and base_cls.channels_last_amp is not None:
+            default_layout = base_cls.channels_last_amp
+        self.channels_last = default_layout if self.config.channels_last is None else bool(self.config.channels_last)
         self.reuse_state = self.config.reuse_state or base_cls.default_reuse_state
         if self.reuse_state not in base_cls.reuse_states:
             raise ConfigError(f"--reuse-state {self.reuse_state}: base network {base_cls.name} takes "

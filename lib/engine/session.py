@@ -210,7 +210,7 @@ class InferenceSession:
                 result = self._track(FrameContext(engine, index, image_size, image=image_t, features=feats,
                                                   policy=self.policy), ground_truth)
                 labels = result.labels if not resized else \
-                    engine.base.aggregate(None, upsample_probs(result.probs, original))[0]
+                    engine.base.labels(upsample_probs(result.probs, original))
             else:
                 labels = torch.zeros(original, dtype=torch.uint8)
         labels_np = labels.cpu().numpy()

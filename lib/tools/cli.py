@@ -86,6 +86,14 @@ def load_model_from_args(args: argparse.Namespace, device: torch.device,
                                   pretrained=args.pretrained, size=args.size, device=device)
     for message in loaded.messages:
         log(message)
+    if getattr(args, "amp", None) == "bf16" and device.type == "cpu":
+        from lib.tools.cpu import bf16_is_native, cpu_report
+
+        report = cpu_report()
+        if not bf16_is_native(report):
+            log(f"warning: --amp bf16 on a CPU without bf16 instructions ({report['summary']}) runs emulated, "
+                "several times slower than float32 (5.6x for the shipped G-FRTM's frame, docs/performance.md); "
+                "drop --amp here")
     return loaded
 
 

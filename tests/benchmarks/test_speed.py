@@ -151,3 +151,24 @@ def test_bad_arguments(capsys):
     if not torch.cuda.is_available():
         assert run_cli(main, ["--size", *map(str, SIZE), "--dev", "cuda"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bf16_run_says_so_and_names_the_cpu(tmp_path):
+    """``--amp bf16``: every path is timed in bf16 autocast (G-FRTM on its NHWC bf16 copies), with the same FLOPs;
+    the header names the precision and the CPU class."""
+    out = tmp_path / "bf16.json"
+    buffer = io.StringIO()
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            assert main(["--size", *map(str, SIZE), "--repeats", "1", "--warmup", "0", "--threads", "1", "--amp",
+                         "bf16", "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads(out.read_text())
+    assert result["amp"] == "bf16" and result["channels_last"] is True
+    assert result["cpu"]["aten_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert "bf16 autocast" in buffer.getvalue() and f"CPU: {result['cpu']['summary']}" in buffer.getvalue()
+    assert all(row["median_ms"] > 0 for row in result["rows"] if row["key"] != "engine_overhead")
+    assert result["frames"]["frame_compute"]["gflops"] > 0

@@ -71,3 +71,17 @@ def test_the_additive_logit_is_bounded_and_every_parameter_learns():
 def test_bad_kernel_is_refused():
     with pytest.raises(ValueError, match="odd"):
         WarpCorrector(kernel=4)
+
+
+def test_channels_last_computes_the_same_function():
+    torch.manual_seed(4)
+    corrector = WarpCorrector().eval()
+    for p in corrector.parameters():
+        p.data.normal_(0, 0.2)
+    image, warped, prob = torch.rand(1, 3, 45, 70), torch.rand(1, 3, 45, 70), torch.rand(1, 1, 45, 70)
+    with torch.no_grad():
+        plain = corrector(image, warped, prob)
+        corrector.channels_last = True
+        fast = corrector(image, warped, prob)
+    assert fast.is_contiguous() and fast.shape == plain.shape
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)

@@ -32,6 +32,7 @@ class BaseNetwork(ABC):
         needs_backbone: True if the model comes with a separate backbone (G-FRTM's frozen ResNet).
         channels_last: the memory layout the engine runs it on unless ``EngineConfig.channels_last`` says
             otherwise: the faster one as measured (NHWC where True).
+        channels_last_amp: the same under ``EngineConfig.amp`` (None: as ``channels_last``).
     """
 
     name: ClassVar[str]
@@ -39,6 +40,7 @@ class BaseNetwork(ABC):
     reuse: ClassVar[bool] = False
     needs_backbone: ClassVar[bool] = False
     channels_last: ClassVar[bool] = False
+    channels_last_amp: ClassVar[Optional[bool]] = None
     # path names this base cannot run (e.g. "sparse": it has no G-FRTM shallow stages)
     unsupported_paths: ClassVar[FrozenSet[str]] = frozenset()
     # EngineConfig.reuse_state values it implements (what a reused frame does to the object's online state)
@@ -84,6 +86,11 @@ class BaseNetwork(ABC):
     @abstractmethod
     def aggregate(self, ctx: Optional[FrameContext], probs: Dict[int, Tensor]) -> Tuple[Tensor, Dict[int, Tensor]]:
         """Merge the objects' (H, W) probabilities: (H, W) uint8 object ids, and each object's merged map."""
+
+    def labels(self, probs: Dict[int, Tensor]) -> Tensor:
+        """The object ids :meth:`aggregate` gives for ``probs`` (no frame context), without its merged maps: the
+        labels of a frame at its own size when the networks ran at another."""
+        return self.aggregate(None, probs)[0]
 
     @abstractmethod
     def after_merge(self, ctx: FrameContext, obj: ObjectState, prob: Tensor, merged: Tensor, computed: bool) -> None:

@@ -1,10 +1,11 @@
-"""TTVOS's odds aggregation (the official ``softmax_aggregate``), in closed form and with several objects."""
+"""The aggregations: TTVOS's odds aggregation (the official ``softmax_aggregate``), in closed form and with several
+objects; the labels of G-FRTM's soft aggregation alone."""
 
 from __future__ import annotations
 
 import torch
 
-from lib.engine.aggregation import EPS, odds_aggregate
+from lib.engine.aggregation import EPS, odds_aggregate, soft_aggregate, soft_labels
 
 
 def test_one_object_is_the_squared_odds_form():
@@ -25,3 +26,22 @@ def test_several_objects_and_the_background_pseudo_object():
     odds = torch.cat([b / (1 - b), fg / (1 - fg)], 0)
     assert torch.allclose(merged, odds / odds.sum(0, keepdim=True), rtol=1e-12, atol=0)
     assert labels.tolist() == [[1, 2, 0]]
+
+
+def test_soft_labels_are_soft_aggregates_labels_ties_included():
+    torch.manual_seed(0)
+    probs = torch.rand(3, 40, 50)
+    probs[:, :5] = 0.5  # ties between the objects and the background
+    probs[1, 10:15] = probs[2, 10:15]  # ties between two objects
+    probs[0, 20:25] = 1.0  # clamped
+    torch.testing.assert_close(soft_labels(probs), soft_aggregate(probs)[0], rtol=0, atol=0)
+
+
+def test_a_base_networks_labels_match_its_aggregation():
+    from lib.engine.bases.gfrtm import GFRTMBase
+
+    torch.manual_seed(1)
+    probs = {3: torch.rand(30, 40), 7: torch.rand(30, 40)}
+    base = GFRTMBase.__new__(GFRTMBase)  # labels and aggregate use no network
+    torch.testing.assert_close(base.labels(probs), base.aggregate(None, probs)[0], rtol=0, atol=0)
+    assert base.labels(probs).dtype == torch.uint8 and set(base.labels(probs).unique().tolist()) <= {0, 3, 7}
