@@ -56,6 +56,7 @@ from lib.tools.box_mask import boxes_to_labels, check_box, parse_box
 from lib.tools.cli import (
     SHIPPED_MODEL,
     add_compile_flag,
+    add_int8_flags,
     add_layout_flag,
     add_model_flags,
     add_overlap_flag,
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_flags(parser, exclude=NEEDS_GROUND_TRUTH)
     add_runtime_flags(parser)
     add_compile_flag(parser)
+    add_int8_flags(parser)
     add_layout_flag(parser)
     add_reuse_state_flag(parser)
     add_overlap_flag(parser)
@@ -143,7 +145,9 @@ def segment_video(stream: FrameStream, mask: FirstMask, args, out_dir: Path, vie
     engine = InferenceEngine(model, backbone, EngineConfig(seed=args.seed, amp=args.amp, size=size,
                                                            compile=args.compile,
                                                            channels_last=args.channels_last,
-                                                           reuse_state=args.reuse_state), device)
+                                                           reuse_state=args.reuse_state,
+                                                           int8_backbone=args.int8_backbone,
+                                                           int8_calibration=args.int8_calibration), device)
     session = engine.new_session(policy, name=stream.name)
 
     masks_dir = out_dir / "masks"

@@ -33,6 +33,7 @@ from lib.evaluation.summary import score_run, write_summary
 from lib.tools.cli import (
     add_compile_flag,
     add_dataset_root_flags,
+    add_int8_flags,
     add_layout_flag,
     add_model_flags,
     add_overlap_flag,
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_overlap_flag(model)
     add_runtime_flags(model)
     add_compile_flag(model)
+    add_int8_flags(model)
     add_layout_flag(model)
     add_reuse_state_flag(model)
     model.add_argument("--overwrite", action="store_true", help="recompute sequences finished earlier")
@@ -119,13 +121,17 @@ def model_mode(args) -> int:
     engine = InferenceEngine(model, backbone, EngineConfig(target=target, seed=args.seed, amp=args.amp, size=size,
                                                            compile=args.compile,
                                                            channels_last=args.channels_last,
-                                                           reuse_state=args.reuse_state),
+                                                           reuse_state=args.reuse_state,
+                                                           int8_backbone=args.int8_backbone,
+                                                           int8_calibration=args.int8_calibration),
                              device, count_flops=not args.no_flops)
     setup = {"model": Path(args.model).name, "base": engine.base.name, "backbone": engine.base.backbone_name,
              "pretrained": loaded.pretrained, "device": str(device),
              "threads": torch.get_num_threads() if device.type == "cpu" else None,
              "tm_iters": args.tm_iters, "amp": args.amp, "size": list(size) if size else None,
              "compile": list(args.compile), "channels_last": engine.channels_last}
+    if args.int8_backbone:
+        setup["int8_backbone"] = True
     if len(engine.base.reuse_states) > 1:
         setup["reuse_state"] = engine.reuse_state
     runs = []

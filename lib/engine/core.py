@@ -20,6 +20,7 @@ import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping, Optional, Tuple
 
 import cv2
@@ -35,6 +36,7 @@ from lib.engine.session import InferenceSession
 from lib.engine.state import FrameContext, ObjectState
 from lib.tools.flops import FlopMeter
 from models.precision import cast_matmul_weights
+from models.quantize import quantize_backbone
 from models.target_model import TargetModelConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -113,6 +115,11 @@ class EngineConfig:
             reused frames have the /8 features; on copy or warp frames ``mask``). None: the base network's
             choice, :attr:`BaseNetwork.default_reuse_state` (G-TTVOS ``mask``, measured the better; the others
             ``keep``, the only one they have). The engine's resolved value is :attr:`InferenceEngine.reuse_state`.
+        int8_backbone: run G-FRTM's frozen backbone as an int8 copy (:mod:`models.quantize`, PyTorch's x86
+            post-training quantization; CPU only): an approximation, measured in docs/performance.md. It is
+            calibrated on the frames of ``int8_calibration`` (a folder of frames; default
+            :data:`DEFAULT_CALIBRATION`, the bundled DAVIS 2016 train sequence rollerblade, every 4th frame), at the
+            engine's ``size``.
     """
 
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -124,6 +131,8 @@ class EngineConfig:
     size: Optional[Tuple[int, int]] = None
     compile: Tuple[str, ...] = ()
     reuse_state: Optional[str] = None
+    int8_backbone: bool = False
+    int8_calibration: Optional[str] = None
 
     def __post_init__(self):
         if self.amp not in (None, "bf16"):
@@ -139,6 +148,27 @@ class EngineConfig:
             if len(self.size) != 2 or min(int(s) for s in self.size) < 32:
                 raise ConfigError(f"--size must be two sizes H W of at least 32 pixels, got {self.size}")
             object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
+
+
+DEFAULT_CALIBRATION = Path(__file__).resolve().parents[2] / "data" / "samples" / "davis2016-sample" / "JPEGImages" / \
+    "480p" / "rollerblade"
+CALIBRATION_STRIDE = 4
+
+
+def calibration_frames(folder: Optional[str], size: Optional[Tuple[int, int]]) -> list:
+    """Every :data:`CALIBRATION_STRIDE`-th frame of ``folder`` (default :data:`DEFAULT_CALIBRATION`) as (1, 3, H, W)
+    uint8 tensors, resized to ``size`` (INTER_AREA, as the engine resizes frames) when given."""
+    from base.io import read_image_rgb
+    from dataset.custom import list_frame_files
+
+    files = list_frame_files(folder or DEFAULT_CALIBRATION)[::CALIBRATION_STRIDE]
+    frames = []
+    for path in files:
+        image = read_image_rgb(path)
+        if size is not None:
+            image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        frames.append(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None])
+    return frames
 
 
 class InferenceEngine:
@@ -166,13 +196,19 @@ class InferenceEngine:
         if backbone is not None:
             backbone = backbone.to(self.device).eval()
         base_cls = base_class_for(model)
+        if self.config.int8_backbone:
+            if backbone is None:
+                raise ConfigError(f"--int8-backbone quantizes G-FRTM's frozen backbone; base network {base_cls.name} "
+                                  "has none")
+            backbone = quantize_backbone(backbone, calibration_frames(self.config.int8_calibration, self.config.size))
         if self.config.amp is not None:
             # bf16 weights stored once instead of cast on every call (the same values, models/precision.py),
-            # on copies: the caller's networks stay float32
-            model, backbone = copy.deepcopy(model), copy.deepcopy(backbone)
-            for net in (model, backbone):
-                if net is not None:
-                    cast_matmul_weights(net, torch.bfloat16)
+            # on copies: the caller's networks stay float32 (an int8 backbone keeps its int8 weights)
+            model = copy.deepcopy(model)
+            cast_matmul_weights(model, torch.bfloat16)
+            if backbone is not None and not self.config.int8_backbone:
+                backbone = copy.deepcopy(backbone)
+                cast_matmul_weights(backbone, torch.bfloat16)
         default_layout = base_cls.channels_last
         if self.config.amp is not None and base_cls.channels_last_amp is not None:
             default_layout = base_cls.channels_last_amp

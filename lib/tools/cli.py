@@ -114,6 +114,16 @@ def add_runtime_flags(group, *, seed_help: str = "seed of target-model init and 
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
 
+def add_int8_flags(group) -> None:
+    """``--int8-backbone`` and ``--int8-calibration DIR`` (:attr:`EngineConfig.int8_backbone`)."""
+    group.add_argument("--int8-backbone", action="store_true",
+                       help="run G-FRTM's frozen backbone in int8 (PyTorch's x86 post-training quantization, CPU "
+                            "only; an approximation: docs/performance.md measures its J&F and speed)")
+    group.add_argument("--int8-calibration", metavar="DIR", default=None,
+                       help="frames to calibrate --int8-backbone on (every 4th is used; default: the bundled DAVIS "
+                            "2016 train sequence rollerblade)")
+
+
 def add_compile_flag(group) -> None:
     """``--compile PARTS`` -> ``args.compile`` (a tuple; empty: eager), for :attr:`EngineConfig.compile`."""
     group.add_argument("--compile", type=_comma_list, default=(), metavar="PARTS",

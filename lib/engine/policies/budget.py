@@ -2,24 +2,30 @@
 
 ``--policy budget --budget-fps F`` holds an output rate of F frames per second on whatever machine runs it.
 The policy keeps a schedule that starts at the first tracked frame: frame n (0, 1, ... counted from there) is
-due ``(n + 1) / F`` seconds after the start. It measures what each kind of frame costs on this machine (a
-running mean of the wall time from one frame's decision to the next's: the networks or the warp, the
-object's update, and whatever the caller does between frames, decoding and writing included) and, per frame,
-computes iff the frame would still be done by its due time at the compute cost; otherwise every object warps
-its last computed map (the ``warp`` path, with the learned correction by default). Time saved on warp frames
-pays for later computed frames, up to one computed frame's worth (so a machine faster than the budget does
-not bank time for a later burst). With ``--budget-max-gap K`` an object computes at least every K frames
-whatever the time (for machines too slow for the target: the rate then gives way).
+due ``(n + 1) / F`` seconds after the start. It measures what each kind of frame costs on this machine (the
+median of the last 9 wall times from one frame's decision to the next's: the networks or the warp, the
+object's update, and whatever the caller does between frames, decoding and writing included; each path's
+first frame is a warm-up, not a sample) and, per frame, computes iff the frame would still be done by its due
+time at the compute cost; otherwise every object warps its last computed map (the ``warp`` path, with the
+learned correction by default). Time saved on warp frames pays for later computed frames, up to one computed
+frame's worth (a machine faster than the budget banks no time for a later burst); the other way, a delay beyond
+one computed frame's worth is forgiven (a stall, such as a slow disk, is not paid back by a long run of warped
+frames: the rate falls short of F by the stall instead of the accuracy suffering for many frames). With
+``--budget-max-gap K`` an object computes at least every K frames whatever the time (for machines too slow for
+the target: the rate then gives way).
 
-The decisions depend on the machine's timing, so a run is not repeatable bit for bit; the frames per second
-achieved are the run's ``fps_tracking`` (``evaluate.py``) or ``fps_end_to_end_tracking`` (``demo.py``).
+The decisions depend on the machine's timing, so a run is not repeatable bit for bit. The rate it holds is the
+end-to-end one of the tracked frames: ``fps_end_to_end_tracking`` in the summaries of ``evaluate.py`` and
+``demo.py`` (``fps_tracking`` counts the networks' time alone).
 """
 
 from __future__ import annotations
 
 import re
+import statistics
 import time
-from typing import Any, Callable, Dict, Mapping, Optional
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Mapping, Optional
 
 from base.errors import ConfigError
 from lib.engine.paths import COMPUTE, PathKind
@@ -31,7 +37,7 @@ FPS = Param("fps", "--budget-fps", float, None, "the frame rate to hold (frames 
             "F")
 MAX_GAP = Param("max_gap", "--budget-max-gap", int, 0,
                 "compute each object at least every K frames, even past the budget (0: never forced)", "K")
-COST_SMOOTHING = 0.25  # weight of the newest measurement in each path's running cost
+COST_WINDOW = 9  # each path's cost: the median of its last 9 frames (a stall does not move it)
 
 
 @register
@@ -45,7 +51,9 @@ class BudgetPolicy(_WarpPolicy):
         super().__init__(config)
         self.clock: Callable[[], float] = time.perf_counter  # tests replace it
         self.period = 1.0 / float(self.values["fps"])
-        self.cost: Dict[bool, Optional[float]] = {True: None, False: None}  # computed? -> seconds per frame
+        # computed? -> the last COST_WINDOW frame times (seconds) of that kind
+        self.costs: Dict[bool, Deque[float]] = {True: deque(maxlen=COST_WINDOW), False: deque(maxlen=COST_WINDOW)}
+        self.warmed: Dict[bool, bool] = {True: False, False: False}
         self.start: Optional[float] = None
         self.frames = 0  # tracked frames decided so far
         self.index: Optional[int] = None  # the frame being decided and its decision
@@ -79,25 +87,33 @@ class BudgetPolicy(_WarpPolicy):
         return cls.name + "".join("-" + v for v in variant)
 
     def estimated_cost(self, computes: bool) -> float:
-        """The running cost (seconds) of a computed or a warped frame; 0 until one was measured."""
-        return self.cost[computes] or 0.0
+        """The running cost (seconds) of a computed or a warped frame: the median of its last
+        :data:`COST_WINDOW` measurements, their minimum while there are fewer than 3; 0 before any. The first
+        frame of each path is not measured: a first call's warm-up (oneDNN building its kernels for a new size,
+        a module read from disk) must not stop computing for many frames."""
+        costs = self.costs[computes]
+        if not costs:
+            return 0.0
+        return statistics.median(costs) if len(costs) >= 3 else min(costs)
 
     def _new_frame(self, index: int) -> None:
         now = self.clock()
         if self.index is None:
             self.start = now
         else:
-            spent = now - self.last_decision
-            old = self.cost[self.computes]
-            self.cost[self.computes] = spent if old is None else (1 - COST_SMOOTHING) * old + COST_SMOOTHING * spent
+            if self.warmed[self.computes]:
+                self.costs[self.computes].append(now - self.last_decision)
+            self.warmed[self.computes] = True  # each path's first frame is a warm-up: not a cost sample
             self.frames += 1
         self.index, self.last_decision = index, now
-        # seconds behind the schedule at this frame's start (negative: ahead), banking at most one computed frame
+        # seconds behind the schedule at this frame's start (negative: ahead); at most one computed frame's time
+        # ahead (no bank for a later burst) or behind (a stall, e.g. the first call of a module, is forgiven
+        # beyond that instead of paid back by a long run of warped frames)
         lag = (now - self.start) - self.frames * self.period
-        bank = max(self.estimated_cost(True), self.period)
-        if lag < -bank:  # move the schedule's start so that it is ``bank`` seconds ahead, no more
-            self.start = now - self.frames * self.period + bank
-            lag = -bank
+        window = max(self.estimated_cost(True), self.period)
+        if abs(lag) > window:  # move the schedule's start so that it is ``window`` seconds off, no more
+            lag = window if lag > 0 else -window
+            self.start = now - self.frames * self.period - lag
         self.computes = lag + self.estimated_cost(True) <= self.period
 
     def decide(self, frame: ObjectFrame) -> PathKind:

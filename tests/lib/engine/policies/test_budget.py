@@ -58,28 +58,30 @@ def test_a_machine_faster_than_the_budget_computes_every_frame():
 
 
 def test_saved_time_is_banked_up_to_one_computed_frame():
-    """After a long stretch of cheap computed frames, a slower network does not cash in a large bank: the
-    frames right after the change keep the rate (at most one computed frame's time is banked)."""
+    """After a long stretch of computed frames cheaper than the budget, the schedule is at most one computed
+    frame's time ahead (not 80 ms per frame), so when the network turns slow the rate holds once the cost
+    estimate has followed (a median over 9 frames: 5 slow frames)."""
     policy = PolicyConfig.of("budget", fps=10).create()
     clock = policy.clock = Clock()
-    since = 1
-    for index in range(1, 101):  # 0.02 s per computed frame: 80 ms banked per frame if nothing were capped
-        path = policy.decide(ObjectFrame(1, index, since))
-        assert path is C
+    for index in range(1, 101):  # 0.02 s per computed frame
+        assert policy.decide(ObjectFrame(1, index, 1)) is C
         clock.now += 0.02
-    start, later = clock.now, []
-    for index in range(101, 111):  # the network is now 0.3 s per frame, the warp 0.01 s
-        path = policy.decide(ObjectFrame(1, index, 1))
-        later.append(path)
+    ahead = policy.frames * policy.period - (clock.now - policy.start)
+    assert ahead <= max(policy.estimated_cost(True), policy.period) + 1e-9
+    start, since = clock.now, 1
+    for index in range(101, 141):  # the network is now 0.3 s per frame, the warp 0.01 s
+        path = policy.decide(ObjectFrame(1, index, since))
+        since = 1 if path is C else since + 1
         clock.now += 0.3 if path is C else 0.01
-    assert later.count(C) <= 3 and (clock.now - start) <= 10 * 0.1 + 0.3 + 1e-9
+    assert 40 / (clock.now - start) >= 0.85 * 10
 
 
 def test_too_slow_a_machine_warps_unless_a_gap_is_forced():
+    # the first two frames compute before any cost is known (the first one's time is a warm-up, not a sample)
     paths, _, _ = simulate(30, 0.5, 0.05, frames=40)
-    assert paths[0] is C and set(paths[1:]) == {W}  # the first frame computes before any cost is known
+    assert paths[:2] == [C, C] and set(paths[2:]) == {W}
     paths, _, _ = simulate(30, 0.5, 0.05, frames=40, max_gap=5)
-    assert [i for i, p in enumerate(paths) if p is C] == list(range(0, 40, 5))
+    assert [i for i, p in enumerate(paths) if p is C] == [0] + list(range(1, 40, 5))
 
 
 def test_several_objects_follow_the_frame():
@@ -124,3 +126,37 @@ def test_in_a_session_frames_compute_or_warp_by_the_clock(tmp_path):
             clock.now += 0.2 if codes[-1] == "C" else 0.02
     assert codes[0] == "C" and "W" in codes and codes.count("C") >= 2
     assert (len(codes) - 1) / (clock.now - start) == pytest.approx(10, rel=0.25)
+
+
+def test_a_stall_is_forgiven_beyond_one_computed_frame():
+    """A 2 s stall on one frame (e.g. a module's first call) does not buy a long run of warped frames: computing
+    resumes within a computed frame's worth of catching up."""
+    policy = PolicyConfig.of("budget", fps=20).create()
+    clock = policy.clock = Clock()
+    paths, since, stalled = [], 1, None
+    for index in range(1, 61):
+        path = policy.decide(ObjectFrame(1, index, since))
+        paths.append(path)
+        since = 1 if path is C else since + 1
+        stall = path is C and index >= 10 and stalled is None
+        stalled = index if stall else stalled
+        clock.now += (2.0 if stall else 0.1) if path is C else 0.02
+    after = paths[stalled:]
+    assert after.index(C) <= 6, "".join(p.code for p in paths)
+
+
+def test_a_slow_first_computed_frame_does_not_stop_computing():
+    """The first computed frame of a process is slow (kernels built for a new size): the next computed frames
+    follow within a few frames instead of after a long run of warps."""
+    policy = PolicyConfig.of("budget", fps=30).create()
+    clock = policy.clock = Clock()
+    paths, since, first = [], 1, True
+    for index in range(1, 41):
+        path = policy.decide(ObjectFrame(1, index, since))
+        paths.append(path)
+        since = 1 if path is C else since + 1
+        clock.now += ((1.0 if first else 0.065) if path is C else 0.025)
+        first = first and path is not C
+    codes = "".join(p.code for p in paths)
+    assert codes[0] == "C" and "C" in codes[1:8], codes
+    assert 0.15 < codes.count("C") / len(codes) < 0.35, codes  # about (1/30 - 0.025) / (0.065 - 0.025) = 0.21
