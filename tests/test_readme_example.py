@@ -66,3 +66,19 @@ def test_the_example_policy_is_one_class(monkeypatch):
     assert policy.decide(ObjectFrame(1, 3, 3, p_gate=0.9)) is COMPUTE  # too long since the last computed frame
     assert policy.decide(ObjectFrame(1, 3, 1, p_gate=0.5)) is COMPUTE  # strict: P_gate > tau
     assert config.needs_gate and "gate-limit" in policies.policy_names()
+
+
+def test_the_readmes_demo_commands_parse():
+    """Every ``python demo.py ...`` command of the README (continuation lines joined) is a valid command line:
+    its flags exist and take the values shown."""
+    import shlex
+
+    import demo
+
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    commands = [line.strip() for line in text.splitlines() if line.strip().startswith("python demo.py")]
+    assert len(commands) >= 4
+    for command in commands:
+        argv = shlex.split(command.split("#", 1)[0])[2:]
+        args = demo.build_parser().parse_args(argv)
+        assert args.video and args.out

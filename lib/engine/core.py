@@ -158,10 +158,17 @@ CALIBRATION_STRIDE = 4
 def calibration_frames(folder: Optional[str], size: Optional[Tuple[int, int]]) -> list:
     """Every :data:`CALIBRATION_STRIDE`-th frame of ``folder`` (default :data:`DEFAULT_CALIBRATION`) as (1, 3, H, W)
     uint8 tensors, resized to ``size`` (INTER_AREA, as the engine resizes frames) when given."""
+    from base.errors import DatasetError
     from base.io import read_image_rgb
-    from dataset.custom import list_frame_files
 
-    files = list_frame_files(folder or DEFAULT_CALIBRATION)[::CALIBRATION_STRIDE]
+    root = Path(folder or DEFAULT_CALIBRATION)
+    if not root.is_dir():
+        raise DatasetError("the int8 calibration frames are missing (give --int8-calibration DIR, a folder of frames)",
+                           root)
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+    if not files:
+        raise DatasetError("no frames (.jpg, .png, .bmp) to calibrate --int8-backbone on", root)
+    files = files[::CALIBRATION_STRIDE]
     frames = []
     for path in files:
         image = read_image_rgb(path)

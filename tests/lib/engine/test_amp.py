@@ -109,3 +109,14 @@ def test_the_shipped_model_with_an_int8_backbone_keeps_its_masks():
         labels[int8] = [np.asarray(o.labels) > 0 for o in outputs]
     for a, b in zip(labels[False][1:], labels[True][1:]):
         assert (a & b).sum() / (a | b).sum() > 0.95
+
+
+def test_missing_or_empty_calibration_folders_are_one_line_errors(tmp_path):
+    from base.errors import DatasetError
+
+    model, backbone = seeded_networks()
+    with pytest.raises(DatasetError, match="calibration frames are missing"):
+        InferenceEngine(model, backbone, EngineConfig(int8_backbone=True, int8_calibration=str(tmp_path / "no")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no frames"):
+        InferenceEngine(model, backbone, EngineConfig(int8_backbone=True, int8_calibration=str(tmp_path / "empty")))
