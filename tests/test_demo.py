@@ -292,3 +292,16 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(checkpoint, clip, tmp_pat
     proc = demo("--video", clip / "frames", "--mask", clip / "mask.png", "--model", checkpoint, "--pretrained",
                 "none", "--dev", "cpu", "--amp", "bf16", "--max-frames", "2", "--out", tmp_path / "p")
     assert ("warning: --amp bf16" in proc.stdout) != bf16_is_native()
+
+
+def test_demo_holds_a_frame_budget(checkpoint, clip, tmp_path):
+    """--policy budget on a video file: every tracked frame computes or warps as a whole, and the summary names the
+    policy and the end-to-end rate it is measured by."""
+    out = tmp_path / "budget"
+    demo("--video", clip / "clip.mp4", "--mask", clip / "mask.png", "--model", checkpoint, "--pretrained", "none",
+         "--dev", "cpu", "--policy", "budget", "--budget-fps", "1000", "--out", out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["policy"] == "budget-1000fps-learned" and summary["frames"] == N
+    codes = list(zip(*summary["paths"].values()))  # per frame, the objects' paths
+    assert all(len(set(frame)) == 1 for frame in codes) and set("".join(summary["paths"].values())) <= {"C", "W"}
+    assert codes[0][0] == "C" and summary["fps_end_to_end_tracking"] > 0
