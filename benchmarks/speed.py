@@ -3,7 +3,8 @@
 ::
 
     python -m benchmarks.speed --ftext resnet18 --size 480 854 --dev cpu [--repeats N] [--warmup N]
-                               [--threads N] [--amp bf16] [--channels-last | --no-channels-last] [--json OUT]
+                               [--threads N] [--amp bf16] [--int8-backbone] [--channels-last | --no-channels-last]
+                               [--json OUT]
 
 One object on a synthetic frame pair (a textured background and an elliptic object that moves by a
 few pixels), with random-init weights: timings and FLOPs depend on shapes, not on weight values. What
@@ -283,7 +284,8 @@ def engine_counted(engine: InferenceEngine, run: Callable[[], object]) -> int:
 
 
 def build_scene(ftext: str, size: Tuple[int, int], device: torch.device, seed: int,
-                channels_last: Optional[bool], several: bool = True, amp: Optional[str] = None) -> Scene:
+                channels_last: Optional[bool], several: bool = True, amp: Optional[str] = None,
+                int8_backbone: bool = False) -> Scene:
     """Random-init networks (seeded), synthetic frames, and the object initialised on frame 0."""
     height, width = size
     torch.manual_seed(seed)
@@ -294,7 +296,8 @@ def build_scene(ftext: str, size: Tuple[int, int], device: torch.device, seed: i
     with torch.no_grad():
         model.refiner.project.conv2.bias.fill_(OUTPUT_BIAS)
     backbone = FeatureExtractor(ftext, "none")
-    engine = InferenceEngine(model, backbone, EngineConfig(seed=seed, channels_last=channels_last, amp=amp),
+    engine = InferenceEngine(model, backbone, EngineConfig(seed=seed, channels_last=channels_last, amp=amp,
+                                                           int8_backbone=int8_backbone),
                              device, count_flops=False)
     frame0, frame1, mask0 = synthetic_frames(height, width, seed)
     initial = engine.new_session(COMPUTE_POLICY, name="synthetic")
@@ -319,16 +322,19 @@ def object_bands(mask: np.ndarray, n: int) -> np.ndarray:
 
 
 def _peak_rss_of_one_frame(ftext: str, size: Tuple[int, int], seed: int, threads: int,
-                           channels_last: Optional[bool], path: str, amp: Optional[str] = None) -> Dict[str, object]:
+                           channels_last: Optional[bool], path: str, amp: Optional[str] = None,
+                           int8_backbone: bool = False) -> Dict[str, object]:
     """In a fresh process: build the scene, then the peak RSS of the first frame on ``path``."""
     torch.set_num_threads(threads)
-    scene = build_scene(ftext, size, torch.device("cpu"), seed, channels_last, several=False, amp=amp)
+    scene = build_scene(ftext, size, torch.device("cpu"), seed, channels_last, several=False, amp=amp,
+                        int8_backbone=int8_backbone)
     session = scene.session(path)
     return PeakMemory(torch.device("cpu")).measure(lambda: scene.frame(session))
 
 
 def peak_memory_per_path(ftext: str, size: Tuple[int, int], device: torch.device, seed: int,
-                         channels_last: Optional[bool], scene: Scene, amp: Optional[str] = None
+                         channels_last: Optional[bool], scene: Scene, amp: Optional[str] = None,
+                         int8_backbone: bool = False
                          ) -> Dict[str, Dict[str, object]]:
     """Peak memory of one frame per path. On the CPU each path gets a fresh process, because the RSS of a
     process that already ran frames depends on what its allocator kept; on CUDA the allocator's peak is
@@ -340,7 +346,8 @@ def peak_memory_per_path(ftext: str, size: Tuple[int, int], device: torch.device
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
         return {path: pool.apply(_peak_rss_of_one_frame,
-                                 (ftext, size, seed, torch.get_num_threads(), channels_last, path, amp))
+                                 (ftext, size, seed, torch.get_num_threads(), channels_last, path, amp,
+                                  int8_backbone))
                 for path in ("compute", "reuse")}
 
 
@@ -377,7 +384,7 @@ GTTVOS_PLACEMENTS = ("frame", "s16")
 def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), device: str = "cpu",
                   repeats: int = 10, warmup: int = 2, threads: Optional[int] = None, seed: int = 0,
                   channels_last: Optional[bool] = None, log: Callable[[str], None] = lambda line: None,
-                  amp: Optional[str] = None) -> Dict[str, object]:
+                  amp: Optional[str] = None, int8_backbone: bool = False) -> Dict[str, object]:
     """Measure everything (see the module docstring); returns the JSON-ready result. ``channels_last`` None: the
     base networks' own layouts; ``amp`` ``"bf16"``: every network in bf16 autocast (the engine's bf16 copies)."""
     dev = resolve_device(device)
@@ -388,7 +395,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
         raise ConfigError(f"--size must be at least 32x32, got {height}x{width}")
     apply_threads(threads)
     log("initialising the object (first-frame augmentation + GN/CG)")
-    scene = build_scene(ftext, (height, width), dev, seed, channels_last, amp=amp)
+    scene = build_scene(ftext, (height, width), dev, seed, channels_last, amp=amp, int8_backbone=int8_backbone)
     # the networks the engine runs (under amp its bf16 copies, else the scene's own)
     model, backbone, engine, frame1, mask0 = scene.engine.model, scene.engine.backbone, scene.engine, scene.frame1, \
         scene.mask0
@@ -506,7 +513,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
     assert scene.session("warp_learned").step(frame1).paths[1].name == "warp"
 
     log("peak memory per path")
-    peak = peak_memory_per_path(ftext, (height, width), dev, seed, channels_last, scene, amp)
+    peak = peak_memory_per_path(ftext, (height, width), dev, seed, channels_last, scene, amp, int8_backbone)
 
     log("counting FLOPs")
     flops = path_flops(ftext, (height, width), engine.config.target.c_channels)
@@ -516,6 +523,7 @@ def run_benchmark(ftext: str = "resnet18", size: Sequence[int] = (480, 854), dev
                       flops_update, peak, memory_after_cg, train_skipping, {**sparse_flops, **warp_flops})
     result["channels_last"] = engine.channels_last
     result["amp"] = amp
+    result["int8_backbone"] = int8_backbone
     result["cpu"] = cpu_report()
     # one object's initialisation (augmentation, backbone on the copies, GN/CG, template) and its frame
     result["first_frame"] = {"label": "first frame: one object's init + its frame",
@@ -626,7 +634,8 @@ def format_table(result: Dict[str, object]) -> str:
     lines = [
         f"G-FRTM speed, {result['ftext']} at {h}x{w} on {result['device']} ({result['threads']} threads"
         f"{', channels-last' if result.get('channels_last') else ''}"
-        f"{', bf16 autocast' if result.get('amp') == 'bf16' else ', float32'}), one object",
+        f"{', bf16 autocast' if result.get('amp') == 'bf16' else ', float32'}"
+        f"{', int8 backbone' if result.get('int8_backbone') else ''}), one object",
         *([f"CPU: {result['cpu']['summary']}"] if result.get("cpu") and result["device"] == "cpu" else []),
         f"weights: {result['weights']}",
         f"{result['repeats']} timed runs after {result['warmup']} warm-up runs; times in ms: median [q1 - q3]",
@@ -711,10 +720,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "base network's own choice (G-FRTM NCHW, under --amp bf16 NHWC; TTVOS NHWC)")
     parser.add_argument("--amp", choices=["bf16"], default=None,
                         help="bf16 autocast for the networks (EngineConfig.amp; the target model stays float32)")
+    parser.add_argument("--int8-backbone", action="store_true",
+                        help="G-FRTM's backbone as the int8 copy (EngineConfig.int8_backbone, calibrated on the "
+                             "bundled rollerblade frames); the TTVOS rows are unaffected")
     parser.add_argument("--json", metavar="OUT", default=None, help="also write the result as JSON to OUT")
     args = parser.parse_args(argv)
     result = run_benchmark(args.ftext, args.size, args.dev, args.repeats, args.warmup, args.threads, args.seed,
-                           args.channels_last, log=lambda line: print(line, file=sys.stderr), amp=args.amp)
+                           args.channels_last, log=lambda line: print(line, file=sys.stderr), amp=args.amp,
+                           int8_backbone=args.int8_backbone)
     print(format_table(result))
     if args.json:
         atomic_write_json(args.json, result)

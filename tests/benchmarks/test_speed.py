@@ -167,8 +167,22 @@ def test_bf16_run_says_so_and_names_the_cpu(tmp_path):
     finally:
         torch.set_num_threads(threads)
     result = json.loads(out.read_text())
-    assert result["amp"] == "bf16" and result["channels_last"] is True
+    assert result["amp"] == "bf16" and result["channels_last"] is True and result["int8_backbone"] is False
     assert result["cpu"]["aten_capability"] == torch.backends.cpu.get_cpu_capability()
     assert "bf16 autocast" in buffer.getvalue() and f"CPU: {result['cpu']['summary']}" in buffer.getvalue()
     assert all(row["median_ms"] > 0 for row in result["rows"] if row["key"] != "engine_overhead")
     assert result["frames"]["frame_compute"]["gflops"] > 0
+
+
+@pytest.mark.slow
+def test_int8_backbone_run_says_so():
+    buffer = io.StringIO()
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            assert main(["--size", *map(str, SIZE), "--repeats", "1", "--warmup", "0", "--threads", "1",
+                         "--int8-backbone"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    table = buffer.getvalue()
+    assert "int8 backbone" in table and "float32" in table
