@@ -23,7 +23,8 @@ class Clock:
 
 def simulate(fps, compute_cost, warp_cost, frames=300, objects=1, **params):
     """Drive a budget policy over ``frames`` tracked frames on a fake clock that advances by each frame's path
-    cost; returns (paths of object 1, achieved frames per second, the policy)."""
+    cost (``compute_cost`` may be a function of the frame index and the computed frames so far); returns (paths
+    of object 1, achieved frames per second, the policy)."""
     policy = PolicyConfig.of("budget", fps=fps, **params).create()
     clock = policy.clock = Clock()
     since = {obj: 1 for obj in range(1, objects + 1)}
@@ -34,7 +35,10 @@ def simulate(fps, compute_cost, warp_cost, frames=300, objects=1, **params):
         assert len(set(chosen.values())) == 1  # a frame computes or warps as a whole
         path = chosen[1]
         paths.append(path)
-        clock.now += compute_cost if path is C else warp_cost
+        if path is C:
+            clock.now += compute_cost(index, paths.count(C) - 1) if callable(compute_cost) else compute_cost
+        else:
+            clock.now += warp_cost
         for obj in since:
             since[obj] = 1 if chosen[obj] is C else since[obj] + 1
     return paths, frames / (clock.now - start), policy
@@ -129,34 +133,24 @@ def test_in_a_session_frames_compute_or_warp_by_the_clock(tmp_path):
 
 
 def test_a_stall_is_forgiven_beyond_one_computed_frame():
-    """A 2 s stall on one frame (e.g. a module's first call) does not buy a long run of warped frames: computing
+    """A 2 s stall on one computed frame (e.g. a slow disk) does not buy a long run of warped frames: computing
     resumes within a computed frame's worth of catching up."""
-    policy = PolicyConfig.of("budget", fps=20).create()
-    clock = policy.clock = Clock()
-    paths, since, stalled = [], 1, None
-    for index in range(1, 61):
-        path = policy.decide(ObjectFrame(1, index, since))
-        paths.append(path)
-        since = 1 if path is C else since + 1
-        stall = path is C and index >= 10 and stalled is None
-        stalled = index if stall else stalled
-        clock.now += (2.0 if stall else 0.1) if path is C else 0.02
-    after = paths[stalled:]
-    assert after.index(C) <= 6, "".join(p.code for p in paths)
+    stalled = []
+
+    def cost(index, computed):
+        if index >= 10 and not stalled:
+            stalled.append(index)
+            return 2.0
+        return 0.1
+
+    paths, _, _ = simulate(20, cost, 0.02, frames=60)
+    assert paths[stalled[0]:].index(C) <= 6, "".join(p.code for p in paths)
 
 
 def test_a_slow_first_computed_frame_does_not_stop_computing():
     """The first computed frame of a process is slow (kernels built for a new size): the next computed frames
     follow within a few frames instead of after a long run of warps."""
-    policy = PolicyConfig.of("budget", fps=30).create()
-    clock = policy.clock = Clock()
-    paths, since, first = [], 1, True
-    for index in range(1, 41):
-        path = policy.decide(ObjectFrame(1, index, since))
-        paths.append(path)
-        since = 1 if path is C else since + 1
-        clock.now += ((1.0 if first else 0.065) if path is C else 0.025)
-        first = first and path is not C
+    paths, _, _ = simulate(30, lambda index, computed: 1.0 if computed == 0 else 0.065, 0.025, frames=40)
     codes = "".join(p.code for p in paths)
     assert codes[0] == "C" and "C" in codes[1:8], codes
     assert 0.15 < codes.count("C") / len(codes) < 0.35, codes  # about (1/30 - 0.025) / (0.065 - 0.025) = 0.21
