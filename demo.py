@@ -241,7 +241,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         view = LiveView(f"reuse-vos: {args.video}")
     apply_threads(args.threads)
     out_dir = Path(args.out)
-    stream = open_stream(args.video, args.frames, args.max_frames)
+    try:
+        stream = open_stream(args.video, args.frames, args.max_frames)
+    except BaseException:
+        if view is not None:
+            view.close()
+        raise
     try:
         mask = first_mask(stream, args, view)
     except BaseException:

@@ -305,3 +305,14 @@ def test_demo_holds_a_frame_budget(checkpoint, clip, tmp_path):
     codes = list(zip(*summary["paths"].values()))  # per frame, the objects' paths
     assert all(len(set(frame)) == 1 for frame in codes) and set("".join(summary["paths"].values())) <= {"C", "W"}
     assert codes[0][0] == "C" and summary["fps_end_to_end_tracking"] > 0
+
+
+def test_show_keeps_going_where_the_backend_cannot_tell_visibility(checkpoint, clip, tmp_path, monkeypatch):
+    """Some HighGUI backends answer -1 to WND_PROP_VISIBLE: the window then runs until q, not stops at once."""
+    window = FakeWindow(monkeypatch, stop_at=N + 1)
+    monkeypatch.setattr(cv2, "getWindowProperty", lambda *a: -1.0)
+    demo("--video", clip / "frames", "--mask", clip / "mask.png", "--show", "--model", checkpoint, "--pretrained",
+         "none", "--dev", "cpu", "--out", tmp_path / "o")
+    assert len(window.shown) == N
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["stopped"] is None and summary["frames"] == N

@@ -53,10 +53,11 @@ class LiveView:
         key = cv2.waitKey(1) & 0xFF
         if key in STOP_KEYS:
             return False
-        try:
-            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
+        try:  # 0 once the user closed the window; -1 where the backend cannot tell (then only q / Esc stop)
+            visible = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE)
         except cv2.error:
             return False
+        return visible != 0
 
     def draw_boxes(self, frame_rgb: np.ndarray) -> List[Box]:
         """Boxes the user drags on ``frame_rgb`` (Enter or Space after each, Esc when done): (x0, y0, x1, y1)."""
