@@ -71,6 +71,7 @@ from lib.tools.cli import (
 # The session gets no ground truth here: policies that need it (the oracle) are not offered.
 NEEDS_GROUND_TRUTH = tuple(n for n in policy_names() if policy_class(n).needs_ground_truth)
 INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT), the outputs so far kept
+NO_OBJECTS = "give the first frame's objects: --mask PNG, --box x0,y0,x1,y1, or --show to draw boxes"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,22 +110,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def first_mask(stream: FrameStream, args, view=None) -> FirstMask:
-    """The objects of the first frame: ``--mask``, ``--box`` (GrabCut) or boxes drawn in ``view``."""
+def check_object_flags(args) -> None:
+    """One source of the first frame's objects: ``--mask``, ``--box`` or ``--show`` (boxes drawn)."""
     if args.mask is not None and args.box:
         raise ConfigError("give --mask or --box, not both")
+    if args.mask is None and not args.box and not args.show:
+        raise ConfigError(NO_OBJECTS)
+
+
+def first_mask(stream: FrameStream, args, view=None) -> FirstMask:
+    """The objects of the first frame: ``--mask``, ``--box`` (GrabCut) or boxes drawn in ``view``."""
+    check_object_flags(args)
     if args.mask is not None:
         return fit_mask(read_first_mask(args.mask), stream.size, args.resize_mask, args.mask)
     if args.box:
-        boxes = [check_box(parse_box(b), stream.size) for b in args.box]
-        how = "GrabCut in --box " + "; ".join(",".join(map(str, b)) for b in boxes)
+        boxes, given = [check_box(parse_box(b), stream.size) for b in args.box], "--box"
     elif view is not None:
-        boxes = view.draw_boxes(stream.first[1])
-        how = "GrabCut in drawn boxes " + "; ".join(",".join(map(str, b)) for b in boxes)
+        boxes, given = view.draw_boxes(stream.first[1]), "drawn boxes"
     else:
-        raise ConfigError("give the first frame's objects: --mask PNG, --box x0,y0,x1,y1, or --show to draw boxes")
-    labels = boxes_to_labels(stream.first[1], boxes)
-    return FirstMask(labels, tuple(range(1, len(boxes) + 1)), how)
+        raise ConfigError(NO_OBJECTS)
+    how = f"GrabCut in {given} " + "; ".join(",".join(map(str, b)) for b in boxes)
+    return FirstMask(boxes_to_labels(stream.first[1], boxes), tuple(range(1, len(boxes) + 1)), how)
 
 
 def segment_video(stream: FrameStream, mask: FirstMask, args, out_dir: Path, view=None) -> Dict[str, object]:
@@ -230,10 +236,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.model = str(SHIPPED_MODEL)
     if args.fps is not None and args.fps <= 0:
         raise ConfigError(f"--fps must be positive, got {args.fps}")
-    if args.mask is not None and args.box:
-        raise ConfigError("give --mask or --box, not both")
-    if args.mask is None and not args.box and not args.show:
-        raise ConfigError("give the first frame's objects: --mask PNG, --box x0,y0,x1,y1, or --show to draw boxes")
+    check_object_flags(args)
     view = None
     if args.show:
         from lib.tools.live_view import LiveView
@@ -241,16 +244,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         view = LiveView(f"reuse-vos: {args.video}")
     apply_threads(args.threads)
     out_dir = Path(args.out)
+    stream = None
     try:
         stream = open_stream(args.video, args.frames, args.max_frames)
-    except BaseException:
-        if view is not None:
-            view.close()
-        raise
-    try:
         mask = first_mask(stream, args, view)
-    except BaseException:
-        stream.close()
+    except BaseException:  # segment_video closes both from here on
+        if stream is not None:
+            stream.close()
         if view is not None:
             view.close()
         raise

@@ -81,7 +81,7 @@ class CustomVideo:
             for path in self.files:
                 yield path.stem, self._checked(read_image_rgb(path), path)
             return
-        capture = _open_capture(self.source)
+        capture = open_video_capture(self.source)
         try:
             count = 0
             while self.max_frames is None or count < self.max_frames:
@@ -119,7 +119,8 @@ def list_frame_files(folder: PathLike, max_frames: Optional[int] = None) -> List
     return files[:max_frames] if max_frames else files
 
 
-def _open_capture(video: Path) -> cv2.VideoCapture:
+def open_video_capture(video: PathLike) -> cv2.VideoCapture:
+    """OpenCV's capture of a video file, opened (a file it cannot decode: one line naming it)."""
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
         capture.release()
@@ -128,13 +129,18 @@ def _open_capture(video: Path) -> cv2.VideoCapture:
     return capture
 
 
+def capture_fps(capture: cv2.VideoCapture) -> Optional[float]:
+    """The frame rate an opened capture reports, or None where it reports none (0, NaN)."""
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return float(fps) if fps and np.isfinite(fps) and fps > 0 else None
+
+
 def probe_video_file(video: PathLike) -> Tuple[Tuple[int, int], float, int]:
     """(H, W) of the first frame, frame rate and OpenCV's frame count of a video file (the first frame is decoded)."""
     video = Path(video)
-    capture = _open_capture(video)
+    capture = open_video_capture(video)
     try:
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else DEFAULT_FPS
+        fps = capture_fps(capture) or DEFAULT_FPS
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         ok, frame = capture.read()
     finally:

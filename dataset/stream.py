@@ -30,11 +30,12 @@ import numpy as np
 
 from base.errors import ConfigError, DatasetError
 from base.io import read_image_rgb
-from dataset.custom import DEFAULT_FPS, list_frame_files
+from dataset.custom import DEFAULT_FPS, capture_fps, list_frame_files, open_video_capture
 
 KINDS = ("camera", "url", "file", "folder")
 MODES = ("auto", "every", "latest")
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+MAX_FPS = 1000  # a rate a source reports at or above this is not a frame rate (e.g. an RTSP time base)
 
 Frame = Tuple[str, np.ndarray]
 
@@ -47,11 +48,6 @@ def source_kind(spec: str) -> str:
     if URL.match(spec):
         return "url"
     return "folder" if Path(spec).is_dir() else "file"
-
-
-def _capture_fps(capture: cv2.VideoCapture) -> Optional[float]:
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    return float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else None
 
 
 class _LatestFrame:
@@ -186,14 +182,14 @@ class FrameStream:
 
 
 def _open_capture(spec: str, kind: str) -> cv2.VideoCapture:
+    if kind == "file":
+        return open_video_capture(spec)
     capture = cv2.VideoCapture(int(spec)) if kind == "camera" else cv2.VideoCapture(spec)
     if not capture.isOpened():
         capture.release()
-        what = {"camera": "cannot open camera {} (no such device, or in use)",
-                "url": "cannot open the stream (unreachable, or a protocol OpenCV's FFmpeg does not read)",
-                "file": "cannot open the video: OpenCV cannot decode this file (corrupt, or not a video format it "
-                        "supports); convert it to mp4 or pass a folder of frames"}[kind]
-        raise DatasetError(what.format(spec), spec)
+        what = {"camera": f"cannot open camera {spec} (no such device, or in use)",
+                "url": "cannot open the stream (unreachable, or a protocol OpenCV's FFmpeg does not read)"}[kind]
+        raise DatasetError(what, spec)
     return capture
 
 
@@ -230,7 +226,8 @@ def open_stream(spec: Union[str, Path], mode: str = "auto", max_frames: Optional
         capture.release()
         raise DatasetError("the source gave no frame (an empty or corrupt file, a camera that sends nothing, a "
                            "closed stream)", spec)
-    fps = _capture_fps(capture) or DEFAULT_FPS
+    fps = capture_fps(capture)
+    fps = fps if fps is not None and fps < MAX_FPS else DEFAULT_FPS
     count = None
     if kind == "file":
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None

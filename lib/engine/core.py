@@ -155,11 +155,9 @@ DEFAULT_CALIBRATION = Path(__file__).resolve().parents[2] / "data" / "samples" /
 CALIBRATION_STRIDE = 4
 
 
-def calibration_frames(folder: Optional[str], size: Optional[Tuple[int, int]]) -> list:
-    """Every :data:`CALIBRATION_STRIDE`-th frame of ``folder`` (default :data:`DEFAULT_CALIBRATION`) as (1, 3, H, W)
-    uint8 tensors, resized to ``size`` (INTER_AREA, as the engine resizes frames) when given."""
+def calibration_files(folder: Optional[str]) -> list:
+    """Every :data:`CALIBRATION_STRIDE`-th frame file of ``folder`` (default :data:`DEFAULT_CALIBRATION`)."""
     from base.errors import DatasetError
-    from base.io import read_image_rgb
 
     root = Path(folder or DEFAULT_CALIBRATION)
     if not root.is_dir():
@@ -168,14 +166,7 @@ def calibration_frames(folder: Optional[str], size: Optional[Tuple[int, int]]) -
     files = sorted(p for p in root.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
     if not files:
         raise DatasetError("no frames (.jpg, .png, .bmp) to calibrate --int8-backbone on", root)
-    files = files[::CALIBRATION_STRIDE]
-    frames = []
-    for path in files:
-        image = read_image_rgb(path)
-        if size is not None:
-            image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        frames.append(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None])
-    return frames
+    return files[::CALIBRATION_STRIDE]
 
 
 class InferenceEngine:
@@ -207,7 +198,7 @@ class InferenceEngine:
             if backbone is None:
                 raise ConfigError(f"--int8-backbone quantizes G-FRTM's frozen backbone; base network {base_cls.name} "
                                   "has none")
-            backbone = quantize_backbone(backbone, calibration_frames(self.config.int8_calibration, self.config.size))
+            backbone = quantize_backbone(backbone, self._calibration_frames())
         if self.config.amp is not None:
             # bf16 weights stored once instead of cast on every call (the same values, models/precision.py),
             # on copies: the caller's networks stay float32 (an int8 backbone keeps its int8 weights)
@@ -229,6 +220,19 @@ class InferenceEngine:
             self.base.model.to(memory_format=torch.channels_last)
             if self.base.backbone is not None:
                 self.base.backbone.to(memory_format=torch.channels_last)
+
+    def _calibration_frames(self) -> list:
+        """The int8 calibration frames as the networks will see them: resized to ``config.size`` (when set) and made
+        (1, 3, H, W) uint8 tensors, as :meth:`InferenceSession.step` does with each frame."""
+        from base.io import read_image_rgb
+
+        frames = []
+        for path in calibration_files(self.config.int8_calibration):
+            image = read_image_rgb(path)
+            if self.config.size is not None:
+                image = self.resize_to_network(image, cv2.INTER_AREA)
+            frames.append(self.frame_tensor(image))
+        return frames
 
     @property
     def model(self) -> nn.Module:

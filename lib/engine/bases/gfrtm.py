@@ -17,7 +17,7 @@ Per frame (official semantics; docs/performance.md says where this saves work):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Hashable, Mapping, Optional, Tuple
+from typing import Callable, Dict, Hashable, List, Mapping, Optional, Tuple
 from typing import Sequence as Seq
 
 import numpy as np
@@ -284,18 +284,23 @@ class GFRTMBase(BaseNetwork):
 
     def aggregate(self, ctx: Optional[FrameContext], probs: Dict[int, Tensor]) -> Tuple[Tensor, Dict[int, Tensor]]:
         """Soft aggregation (FRTM's): (H, W) uint8 object ids and each object's merged soft mask."""
-        ids = sorted(probs)
-        labels, merged = soft_aggregate(torch.stack([probs[i] for i in ids]))
-        lut = torch.tensor([0] + ids, dtype=torch.uint8, device=labels.device)
+        ids, stacked, lut = _by_id(probs)
+        labels, merged = soft_aggregate(stacked)
         return lut[labels], {obj_id: merged[k] for k, obj_id in enumerate(ids, start=1)}
 
     def labels(self, probs: Dict[int, Tensor]) -> Tensor:
-        ids = sorted(probs)
-        lut = torch.tensor([0] + ids, dtype=torch.uint8)
-        labels = soft_labels(torch.stack([probs[i] for i in ids]))
-        return lut.to(labels.device)[labels]
+        _, stacked, lut = _by_id(probs)
+        return lut[soft_labels(stacked)]
 
     def after_merge(self, ctx: FrameContext, obj: GFRTMObject, prob: Tensor, merged: Tensor, computed: bool) -> None:
         """A computed object's target model stores the frame with its merged soft mask (CG every few frames)."""
         if computed and obj.learns:
             self.update_target(obj.target, merged, ctx.image_size)
+
+
+def _by_id(probs: Dict[int, Tensor]) -> Tuple[List[int], Tensor, Tensor]:
+    """The object ids ascending, their maps stacked (N, H, W) in that order, and the uint8 table from a soft
+    aggregation channel (0 = background, k = the k-th id) to the object id."""
+    ids = sorted(probs)
+    stacked = torch.stack([probs[i] for i in ids])
+    return ids, stacked, torch.tensor([0] + ids, dtype=torch.uint8, device=stacked.device)
