@@ -17,7 +17,7 @@ from the uncorrected warp.
 from __future__ import annotations
 
 import math
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -76,11 +76,25 @@ class WarpCorrector(nn.Module):
                 "max_residual": self.max_residual}
 
     def forward(self, image: Tensor, warped_image: Tensor, warped_prob: Tensor) -> Tensor:
-        b, _, h, w = warped_prob.shape
+        return self.correct(self.pooled_input(image, warped_image, warped_prob), warped_prob)
+
+    def small_size(self, h: int, w: int) -> Tuple[int, int]:
+        """(h', w') at which the kernel-predicting CNN runs for an (h, w) map."""
+        return max(1, math.ceil(h / self.scale)), max(1, math.ceil(w / self.scale))
+
+    def pooled_input(self, image: Tensor, warped_image: Tensor, warped_prob: Tensor) -> Tensor:
+        """The CNN's input (B, 7, h', w'): the current frame, its photometric residual against the warped key frame
+        and the warped map (each centred), average-pooled to :meth:`small_size`. (Pooling is linear: the same
+        pooled maps, up to float rounding, can be made from the pooled frames; the engine does so.)"""
         x = torch.cat([image - 0.5, image - warped_image, warped_prob - 0.5], dim=1)
-        small = (max(1, math.ceil(h / self.scale)), max(1, math.ceil(w / self.scale)))
         if self.scale > 1:
-            x = F.adaptive_avg_pool2d(x, small)
+            x = F.adaptive_avg_pool2d(x, self.small_size(*warped_prob.shape[-2:]))
+        return x
+
+    def correct(self, x: Tensor, warped_prob: Tensor) -> Tensor:
+        """Logits (B, 1, H, W) of ``warped_prob`` (B, 1, H, W) corrected with the kernels and the additive logit
+        the CNN predicts from ``x`` (:meth:`pooled_input`)."""
+        b, _, h, w = warped_prob.shape
         if self.channels_last:
             out = self.head(self.features(x.contiguous(memory_format=torch.channels_last))).contiguous()
         else:

@@ -38,10 +38,21 @@ def soft_labels(probs: torch.Tensor) -> torch.Tensor:
 
 def _soft_scores(probs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     p = probs.clamp(EPS, 1 - EPS)
-    background = (1 - p).min(dim=0, keepdim=True).values
+    # the minimum over one object's map is that map (the same numbers, without a reduction over a dimension of 1)
+    background = 1 - p if p.shape[0] == 1 else (1 - p).min(dim=0, keepdim=True).values
     p = torch.cat([background, p], dim=0)
     scores = torch.softmax(p / (1 - p), dim=0)
+    if scores.shape[0] == 2:  # the first maximum of two channels: 1 iff the object's score is the larger
+        return scores, (scores[1] > scores[0]).long()  # (10x faster than the reduction on a CPU)
     return scores, scores.max(dim=0).indices  # = argmax (first maximum), several times faster over dim 0 on CPU
+
+
+def channel_ids(labels: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
+    """Aggregation channels (H, W) int64 (0 = background, k = the k-th of ``ids``) -> (H, W) uint8 object ids
+    (a table lookup; a conversion where the ids are 1, 2, ..., N)."""
+    if list(ids) == list(range(1, len(ids) + 1)):
+        return labels.to(torch.uint8)
+    return torch.tensor([0, *ids], dtype=torch.uint8, device=labels.device)[labels]
 
 
 

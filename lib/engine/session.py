@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -43,7 +43,6 @@ class ObjectHistory:
     measures: Dict[str, Dict[int, float]] = field(default_factory=dict)
 
 
-@dataclass
 class FrameResult:
     """Everything one frame computed at the networks' size (tensors on the device).
 
@@ -56,14 +55,40 @@ class FrameResult:
         merged: object id -> (h, w) merged map (the base network's aggregation), what its online state learns from.
         paths: object id -> path, for the objects tracked on this frame.
         p_reuse: object id -> P_gate, for the tracked objects whose policy evaluated the gate.
+
+    ``labels`` and ``merged`` may be given as ``merge``, a function returning both, called on first use: the
+    session merges at the networks' size only when something needs it (an object's online state, or the
+    labels of a frame the networks ran at its own size); a frame resized back to its own size where no state
+    learns (a warped or reused frame) takes its labels from the maps at that size, and never pays for this merge.
     """
 
-    labels: Tensor
-    logits: Dict[int, Tensor]
-    probs: Dict[int, Tensor]
-    merged: Dict[int, Tensor]
-    paths: Dict[int, PathKind]
-    p_reuse: Dict[int, float]
+    def __init__(self, labels: Optional[Tensor], logits: Dict[int, Tensor], probs: Dict[int, Tensor],
+                 merged: Optional[Dict[int, Tensor]], paths: Dict[int, PathKind], p_reuse: Dict[int, float],
+                 merge: Optional[Callable[[], Tuple[Tensor, Dict[int, Tensor]]]] = None):
+        if (labels is None or merged is None) and merge is None:
+            raise ValueError("FrameResult needs labels and merged, or merge")
+        self._labels, self._merged, self._merge = labels, merged, merge
+        self.logits, self.probs, self.paths, self.p_reuse = logits, probs, paths, p_reuse
+
+    def _merged_now(self) -> None:
+        if self._labels is None or self._merged is None:
+            self._labels, self._merged = self._merge()
+            self._merge = None
+
+    @property
+    def labels(self) -> Tensor:
+        self._merged_now()
+        return self._labels
+
+    @property
+    def merged(self) -> Dict[int, Tensor]:
+        self._merged_now()
+        return self._merged
+
+    @property
+    def merge_pending(self) -> bool:
+        """True while the merge at the networks' size has not run (nothing has asked for it yet)."""
+        return self._labels is None or self._merged is None
 
 
 @dataclass
@@ -208,7 +233,7 @@ class InferenceSession:
             result = None
             if self.objects:
                 result = self._track(FrameContext(engine, index, image_size, image=image_t, features=feats,
-                                                  policy=self.policy), ground_truth)
+                                                  policy=self.policy), ground_truth, merge_labels=not resized)
                 labels = result.labels if not resized else \
                     engine.base.labels(upsample_probs(result.probs, original))
             else:
@@ -244,8 +269,11 @@ class InferenceSession:
         self.index += 1
         return result
 
-    def _track(self, ctx: FrameContext, ground_truth: Optional[np.ndarray]) -> FrameResult:
-        """Track every object started before ``ctx.index``, merge, update the computed objects' target models."""
+    def _track(self, ctx: FrameContext, ground_truth: Optional[np.ndarray], merge_labels: bool = True) -> FrameResult:
+        """Track every object started before ``ctx.index``, merge, update the computed objects' target models.
+
+        ``merge_labels``: the caller takes the labels at the networks' size (False: it merges at the frame's own
+        size, and the merge here runs only if a state needs it, else on first use of the result's labels)."""
         engine, policy, index = self.engine, self.policy, ctx.index
         probs: Dict[int, Tensor] = {}
         logits: Dict[int, Tensor] = {}
@@ -279,14 +307,19 @@ class InferenceSession:
                 probs[obj_id] = probs[obj_id] * keep
             probs.update(new)
 
-        labels, merged = engine.base.aggregate(ctx, probs)
-        for obj_id in merged:
+        computed = {obj_id: obj_id in paths and paths[obj_id].computes for obj_id in probs}
+        # merged at the networks' size when its labels are the frame's, when an object computed (its maps are
+        # this frame's network outputs: e.g. TTVOS merges its padded softmax pairs) or a state learns from it
+        needed = merge_labels or any(computed.values()) or any(
+            engine.base.needs_merged(self.objects[obj_id], done) for obj_id, done in computed.items())
+        labels, merged = engine.base.aggregate(ctx, probs) if needed else (None, None)
+        for obj_id in probs:
             obj = self.objects[obj_id]
             obj.prev_prob = probs[obj_id]
-            computed = obj_id in paths and paths[obj_id].computes
-            if computed:
+            if computed[obj_id]:
                 obj.key_image, obj.key_prob = ctx.image, probs[obj_id]
-            engine.base.after_merge(ctx, obj, probs[obj_id], merged[obj_id], computed)
+            if needed:
+                engine.base.after_merge(ctx, obj, probs[obj_id], merged[obj_id], computed[obj_id])
         for obj_id, path in paths.items():
             history = self.history[obj_id]
             history.paths[index] = path
@@ -294,7 +327,8 @@ class InferenceSession:
                 history.p_reuse[index] = p_reuse[obj_id]
             for name, value in ctx.cache.get(("measures", obj_id), {}).items():
                 history.measures.setdefault(name, {})[index] = float(value)
-        return FrameResult(labels, logits, probs, merged, paths, p_reuse)
+        return FrameResult(labels, logits, probs, merged, paths, p_reuse,
+                           merge=None if needed else lambda: engine.base.aggregate(None, probs))
 
     # --- objects ------------------------------------------------------------------------------
 

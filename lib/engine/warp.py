@@ -15,6 +15,7 @@ Flow convention (OpenCV's): ``flow = dis_flow(a, b)`` has ``a(x) ~ b(x + flow(x)
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -22,6 +23,8 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 import torch
+
+from models.warp_corrector import prob_to_logit
 
 FLOW_SCALE = 4  # the flow runs on frames downscaled by this factor (GSVNet: 1/8 of a 2048x1024 frame)
 DIS_PRESET = "fast"
@@ -106,12 +109,28 @@ def resize_flow(flow: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return out
 
 
-def backward_warp(array: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """``out(x) = array(x + flow(x))`` (bilinear; outside the frame the nearest border value), (H, W) float32."""
-    h, w = flow.shape[:2]
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(h: int, w: int) -> Tuple[np.ndarray, np.ndarray]:
+    """x and y of every pixel of an (h, w) map, float32 (read-only: shared between calls)."""
     grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return cv2.remap(np.ascontiguousarray(array, dtype=np.float32), grid_x + flow[..., 0], grid_y + flow[..., 1],
-                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    grid_x.flags.writeable = grid_y.flags.writeable = False
+    return grid_x, grid_y
+
+
+def warp_maps(flow: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The sampling maps ``x + flow(x)`` (x and y, (H, W) float32) of :func:`backward_warp`: made once when several
+    arrays are warped by the same flow."""
+    grid_x, grid_y = _pixel_grid(*flow.shape[:2])
+    return grid_x + flow[..., 0], grid_y + flow[..., 1]
+
+
+def backward_warp(array: np.ndarray, flow: np.ndarray,
+                  maps: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> np.ndarray:
+    """``out(x) = array(x + flow(x))`` (bilinear; outside the frame the nearest border value), (H, W[, C]) float32.
+    ``maps``: :func:`warp_maps` of ``flow``, if already made."""
+    map_x, map_y = maps if maps is not None else warp_maps(flow)
+    return cv2.remap(np.ascontiguousarray(array, dtype=np.float32), map_x, map_y, cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
 
 
 def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
@@ -167,12 +186,71 @@ def corrector_inputs(current_rgb: np.ndarray, key_rgb: np.ndarray, key_prob: np.
 def learned_correction(corrector: torch.nn.Module, current_rgb: np.ndarray, key_rgb: np.ndarray,
                        key_prob: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """``key_prob`` warped by ``flow`` (both at the networks' size) and corrected by ``corrector``: (H, W) float32
-    probabilities. The module runs under inference mode on its own device."""
+    probabilities. The module runs under inference mode on its own device; on a CPU, where the map's sides are
+    multiples of the corrector's scale, by :func:`fast_learned_correction` (the same function up to float rounding)."""
     device = next(corrector.parameters()).device
+    h, w = key_prob.shape
+    scale = corrector.scale
+    if device.type == "cpu" and scale > 1 and h % scale == 0 and w % scale == 0:
+        return fast_learned_correction(corrector, current_rgb, key_rgb, key_prob, flow)
     tensors = [torch.from_numpy(a)[None].to(device) for a in corrector_inputs(current_rgb, key_rgb, key_prob, flow)]
     with torch.inference_mode():
         logits = corrector(*tensors)
     return torch.sigmoid(logits)[0, 0].float().cpu().numpy()
+
+
+def _area(array: np.ndarray, small: Tuple[int, int]) -> np.ndarray:
+    return cv2.resize(array, (small[1], small[0]), interpolation=cv2.INTER_AREA)
+
+
+def fast_learned_correction(corrector: torch.nn.Module, current_rgb: np.ndarray, key_rgb: np.ndarray,
+                            key_prob: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """:func:`learned_correction` on a CPU for a map whose sides are multiples of the corrector's scale s:
+    the module's function, rearranged for a 2-core CPU (at 360x640 the correction 12.5 -> ~6 ms).
+
+    - The CNN's input is pooled from the pooled frames (pooling is linear; OpenCV's area resize of a side that
+      is a multiple of s is the s x s block mean that ``adaptive_avg_pool2d`` takes there), so the frames'
+      full-size differences are never made.
+    - The CNN's output is upsampled plane by plane by OpenCV's bilinear resize (the same half-pixel sampling as
+      torch's ``align_corners=False``, 6x faster here) into one (k*k + 1, H, W) buffer.
+    - The taps accumulate in place (``addcmul_``).
+
+    The two warps share one pair of sampling maps. Probabilities within ~1e-6 of the module's (tested).
+    """
+    h, w = key_prob.shape
+    small = corrector.small_size(h, w)
+    maps = warp_maps(flow)
+    current = _area(np.ascontiguousarray(current_rgb, dtype=np.float32), small)
+    warped_key = _area(backward_warp(key_rgb, flow, maps), small)
+    warped_prob = backward_warp(key_prob, flow, maps)
+    x = np.concatenate([current / 255.0 - 0.5, (current - warped_key) / 255.0,
+                        _area(warped_prob, small)[..., None] - 0.5], axis=2).astype(np.float32)
+    taps = corrector.kernel * corrector.kernel
+    with torch.inference_mode():
+        # (1, 7, h', w') with channels-last strides (the batch stride too: oneDNN takes a stride-7 batch of one
+        # for a strided tensor, 2.5x slower)
+        features = torch.from_numpy(x)[None].permute(0, 3, 1, 2)
+        if not corrector.channels_last:
+            features = features.contiguous()
+        out = corrector.head(corrector.features(features))[0].contiguous().numpy()  # (k*k + 1, h', w')
+        planes = np.empty((taps + 1, h, w), np.float32)
+        for c in range(taps + 1):
+            cv2.resize(out[c], (w, h), dst=planes[c], interpolation=cv2.INTER_LINEAR)
+        planes_t = torch.from_numpy(planes)
+        weights = torch.softmax(planes_t[:taps], dim=0)
+        residual = corrector.max_residual * torch.tanh(planes_t[taps] / corrector.max_residual)
+        pad, dilation, kernel = corrector.dilation * (corrector.kernel // 2), corrector.dilation, corrector.kernel
+        logit = torch.nn.functional.pad(prob_to_logit(torch.from_numpy(warped_prob))[None], (pad,) * 4,
+                                        mode="replicate")[0]
+        total = None
+        for t in range(taps):
+            dy, dx = divmod(t, kernel)
+            shifted = logit[dy * dilation:dy * dilation + h, dx * dilation:dx * dilation + w]
+            if total is None:
+                total = weights[t] * shifted
+            else:
+                total.addcmul_(weights[t], shifted)
+        return torch.sigmoid(total.add_(residual)).numpy()
 
 
 @dataclass

@@ -54,3 +54,44 @@ def test_read_missing_and_corrupt(tmp_path):
     (tmp_path / "x.png").write_bytes(b"garbage")
     with pytest.raises(DatasetError, match="corrupt"):
         read_index_png(tmp_path / "x.png")
+
+
+def _pil_rgb(path) -> np.ndarray:
+    return np.array(Image.open(path).convert("RGB"), dtype=np.uint8)
+
+
+def test_jpeg_frames_decode_as_pil_does():
+    """OpenCV's JPEG decoding (the fast path) gives PIL's pixels on the bundled frames."""
+    from pathlib import Path
+
+    from base.io import read_image_rgb
+
+    root = Path(__file__).resolve().parents[2] / "data/samples/davis2016-sample/JPEGImages/480p"
+    files = sorted(root.glob("*/*.jpg"))[::9]
+    assert len(files) >= 10
+    for path in files:
+        assert np.array_equal(read_image_rgb(path), _pil_rgb(path)), path
+
+
+def test_jpeg_other_modes_and_broken_files(tmp_path):
+    from base.io import read_image_rgb
+
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    Image.fromarray(colour).save(tmp_path / "c.jpg", quality=90)
+    Image.fromarray(colour[..., 0]).save(tmp_path / "g.jpg")  # grey JPEG: PIL's path, replicated to 3 channels
+    Image.fromarray(colour).convert("CMYK").save(tmp_path / "k.jpg")  # CMYK: PIL's conversion
+    Image.fromarray(colour).save(tmp_path / "p.jpg", format="PNG")  # a PNG named .jpg
+    for name in ("c", "g", "k", "p"):
+        out = read_image_rgb(tmp_path / f"{name}.jpg")
+        assert out.shape == (37, 53, 3) and out.dtype == np.uint8
+        assert np.array_equal(out, _pil_rgb(tmp_path / f"{name}.jpg")), name
+    data = (tmp_path / "c.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])  # cut short: refused, not filled in
+    with pytest.raises(DatasetError, match="corrupt"):
+        read_image_rgb(tmp_path / "cut.jpg")
+    (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8garbage\xff\xd9")
+    with pytest.raises(DatasetError, match="corrupt"):
+        read_image_rgb(tmp_path / "junk.jpg")
+    with pytest.raises(DatasetError, match="file not found"):
+        read_image_rgb(tmp_path / "none.jpg")

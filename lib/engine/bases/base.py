@@ -96,6 +96,13 @@ class BaseNetwork(ABC):
     def after_merge(self, ctx: FrameContext, obj: ObjectState, prob: Tensor, merged: Tensor, computed: bool) -> None:
         """Update ``obj``'s online state once the frame is merged (``computed``: its path computed)."""
 
+    def needs_merged(self, obj: ObjectState, computed: bool) -> bool:
+        """Whether :meth:`after_merge` reads ``obj``'s merged map on a frame where its path did (``computed``) or
+        did not compute. False lets the session skip merging at the networks' size on a frame resized back to
+        its own size where nothing computed (:class:`lib.engine.session.FrameResult`); True (this default)
+        always merges."""
+        return True
+
     def check_policy(self, policy) -> None:
         """Refuse a policy whose paths or gate this base cannot run."""
         if (policy.needs_gate or policy.needs_matching) and not self.reuse:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from base.errors import ConfigError
-from lib.engine.aggregation import soft_aggregate, soft_labels
+from lib.engine.aggregation import channel_ids, soft_aggregate, soft_labels
 from lib.engine.augment import augment_first_frame
 from lib.engine.bases.base import BaseNetwork, register
 from lib.engine.sparse import shallow_dense
@@ -284,13 +284,16 @@ class GFRTMBase(BaseNetwork):
 
     def aggregate(self, ctx: Optional[FrameContext], probs: Dict[int, Tensor]) -> Tuple[Tensor, Dict[int, Tensor]]:
         """Soft aggregation (FRTM's): (H, W) uint8 object ids and each object's merged soft mask."""
-        ids, stacked, lut = _by_id(probs)
+        ids, stacked = _by_id(probs)
         labels, merged = soft_aggregate(stacked)
-        return lut[labels], {obj_id: merged[k] for k, obj_id in enumerate(ids, start=1)}
+        return channel_ids(labels, ids), {obj_id: merged[k] for k, obj_id in enumerate(ids, start=1)}
 
     def labels(self, probs: Dict[int, Tensor]) -> Tensor:
-        _, stacked, lut = _by_id(probs)
-        return lut[soft_labels(stacked)]
+        ids, stacked = _by_id(probs)
+        return channel_ids(soft_labels(stacked), ids)
+
+    def needs_merged(self, obj, computed: bool) -> bool:
+        return computed and obj.learns  # (after_merge's condition)
 
     def after_merge(self, ctx: FrameContext, obj: GFRTMObject, prob: Tensor, merged: Tensor, computed: bool) -> None:
         """A computed object's target model stores the frame with its merged soft mask (CG every few frames)."""
@@ -298,9 +301,7 @@ class GFRTMBase(BaseNetwork):
             self.update_target(obj.target, merged, ctx.image_size)
 
 
-def _by_id(probs: Dict[int, Tensor]) -> Tuple[List[int], Tensor, Tensor]:
-    """The object ids ascending, their maps stacked (N, H, W) in that order, and the uint8 table from a soft
-    aggregation channel (0 = background, k = the k-th id) to the object id."""
+def _by_id(probs: Dict[int, Tensor]) -> Tuple[List[int], Tensor]:
+    """The object ids ascending and their maps stacked (N, H, W) in that order."""
     ids = sorted(probs)
-    stacked = torch.stack([probs[i] for i in ids])
-    return ids, stacked, torch.tensor([0] + ids, dtype=torch.uint8, device=stacked.device)
+    return ids, torch.stack([probs[i] for i in ids])

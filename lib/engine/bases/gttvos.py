@@ -129,6 +129,9 @@ class GTTVOSBase(TTVOSBase):
             obj.reuse_weight = out.update_weight.float()
         return prob, (logits[:, 1:2] - logits[:, 0:1])
 
+    def needs_merged(self, obj, computed: bool) -> bool:
+        return obj.learns and (computed or self.engine.reuse_state != "keep")  # (after_merge's conditions)
+
     def after_merge(self, ctx: FrameContext, obj: GTTVOSObject, prob: Tensor, merged: Tensor, computed: bool) -> None:
         """A computed object: TTVOS's state update, and its reuse state becomes this frame's (decoder state and
         aggregated map pooled to /8)."""

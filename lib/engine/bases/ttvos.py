@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from base.errors import ConfigError
-from lib.engine.aggregation import odds_aggregate
+from lib.engine.aggregation import channel_ids, odds_aggregate
 from lib.engine.bases.base import BaseNetwork, register
 from lib.engine.state import FrameContext, ObjectState
 from models.fold import fold_batchnorm
@@ -134,8 +134,10 @@ class TTVOSBase(BaseNetwork):
             labels, merged = crop(labels, padding), crop(merged, padding)
         else:
             labels, merged = odds_aggregate(torch.stack([torch.stack([1 - probs[i], probs[i]]) for i in ids]))
-        lut = torch.tensor([0] + ids, dtype=torch.uint8, device=labels.device)
-        return lut[labels], {obj_id: merged[k] for k, obj_id in enumerate(ids, start=1)}
+        return channel_ids(labels, ids), {obj_id: merged[k] for k, obj_id in enumerate(ids, start=1)}
+
+    def needs_merged(self, obj, computed: bool) -> bool:
+        return computed and obj.learns  # (after_merge's condition)
 
     def after_merge(self, ctx: FrameContext, obj: TTVOSObject, prob: Tensor, merged: Tensor, computed: bool) -> None:
         """A computed object's state takes its aggregated map (the mask history, the template's running

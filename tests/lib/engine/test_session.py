@@ -221,6 +221,36 @@ def test_network_size_round_trip_to_the_original_resolution(networks, davis_seq,
         EngineConfig(size=(16, 48))
 
 
+def test_frames_resized_back_merge_at_the_networks_size_only_when_needed(networks, davis_seq, monkeypatch):
+    """At a network size other than the frame's, a frame where no object computed skips the merge at the
+    networks' size (its labels come from the maps at the frame's size); the merge runs when the result's labels
+    or merged maps are asked for, and skipping it changes no output."""
+    model, backbone = networks
+
+    def track(force: bool):
+        engine = InferenceEngine(model, backbone, EngineConfig(size=(32, 48)))
+        if force:
+            monkeypatch.setattr(engine.base, "needs_merged", lambda obj, computed: True)
+        outputs = []
+        track_sequence(engine, davis_seq, PolicyConfig.of("warp-every-k", k=3), on_frame=outputs.append)
+        return engine, outputs
+
+    engine, lazy = track(force=False)
+    _, forced = track(force=True)
+    # the first frame (objects start: nothing computes, G-FRTM's states learn at their initialisation) and warps
+    skipped = {out.index for out in lazy if not any(p.computes for p in out.paths.values())}
+    assert 0 in skipped and 1 < len(skipped) < len(lazy)  # both kinds of frame
+    for out, ref in zip(lazy, forced):
+        np.testing.assert_array_equal(out.labels, ref.labels)
+        assert not ref.result.merge_pending
+        assert out.result.merge_pending == (out.index in skipped)
+        labels, merged = engine.base.aggregate(None, out.result.probs)
+        torch.testing.assert_close(out.result.labels, labels, rtol=0, atol=0)  # merged on first use
+        assert not out.result.merge_pending and sorted(out.result.merged) == sorted(merged)
+        for obj_id in merged:
+            torch.testing.assert_close(out.result.merged[obj_id], ref.result.merged[obj_id], rtol=0, atol=0)
+
+
 # --- the session API on plain arrays -----------------------------------------------------------
 
 

@@ -143,3 +143,50 @@ def test_a_flow_does_not_depend_on_earlier_flows():
     rng = np.random.default_rng(0)
     dis_flow(*(rng.integers(0, 255, (16, 24), dtype=np.uint8) for _ in range(2)))
     np.testing.assert_array_equal(dis_flow(current, key), before)
+
+
+def _module_correction(corrector, current, key, key_prob, flow):
+    tensors = [torch.from_numpy(a)[None] for a in corrector_inputs(current, key, key_prob, flow)]
+    with torch.inference_mode():
+        return torch.sigmoid(corrector(*tensors))[0, 0].numpy()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_fast_cpu_correction_is_the_modules_function(channels_last):
+    """The engine's CPU correction (pooled frames, OpenCV's upsampling, taps in place) gives the module's
+    probabilities up to float rounding, with the shipped weights on a moved scene whose mask is soft."""
+    from lib.engine.policies.warp import SHIPPED_CORRECTOR
+    from lib.engine.warp import fast_learned_correction, learned_correction
+    from lib.tools.checkpoint import WARP_CORRECTOR_KIND, cached_module
+
+    trained = cached_module(WARP_CORRECTOR_KIND, str(SHIPPED_CORRECTOR), "cpu")
+    corrector = WarpCorrector(**trained.config()).eval()
+    corrector.load_state_dict(trained.state_dict())
+    corrector.channels_last = channels_last
+    key, current = textured_scene(seed=1), textured_scene((5, -7), seed=1)
+    key_prob = cv2.GaussianBlur(box_mask(70, 100), (0, 0), 2)
+    flow = resize_flow(dis_flow(small_gray(current), small_gray(key)), SIZE)
+    expected = _module_correction(corrector, current, key, key_prob, flow)
+    fast = fast_learned_correction(corrector, current, key, key_prob, flow)
+    assert fast.dtype == np.float32 and fast.shape == SIZE
+    np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-5)
+    assert 0.05 < expected.mean() < 0.5 and np.abs(expected - key_prob).max() > 0.5  # a real correction
+    np.testing.assert_array_equal(learned_correction(corrector, current, key, key_prob, flow), fast)  # dispatched
+    # a side that is not a multiple of the scale: the module itself
+    cut = (slice(0, 238), slice(0, 318))
+    np.testing.assert_array_equal(
+        learned_correction(corrector, current[cut], key[cut], key_prob[cut], flow[cut]),
+        _module_correction(corrector, current[cut], key[cut], key_prob[cut], flow[cut]))
+
+
+def test_shared_sampling_maps_warp_as_the_flow_does():
+    from lib.engine.warp import warp_maps
+
+    rng = np.random.default_rng(3)
+    flow = rng.normal(0, 3, SIZE + (2,)).astype(np.float32)
+    array = rng.random(SIZE + (3,)).astype(np.float32)
+    maps = warp_maps(flow)
+    np.testing.assert_array_equal(backward_warp(array, flow, maps), backward_warp(array, flow))
+    ys, xs = np.mgrid[0:SIZE[0], 0:SIZE[1]].astype(np.float32)
+    np.testing.assert_array_equal(maps[0], xs + flow[..., 0])
+    np.testing.assert_array_equal(maps[1], ys + flow[..., 1])
