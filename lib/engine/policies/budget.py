@@ -8,9 +8,16 @@ object's update, and whatever the caller does between frames, decoding and writi
 first frame is a warm-up, not a sample) and, per frame, computes iff the frame would still be done by its due
 time at the compute cost; otherwise every object warps its last computed map (the ``warp`` path, with the
 learned correction by default). Time saved on warp frames pays for later computed frames, up to one computed
-frame's worth (a machine faster than the budget banks no time for a later burst); the other way, a delay beyond
-one computed frame's worth is forgiven (a stall, such as a slow disk, is not paid back by a long run of warped
-frames: the rate falls short of F by the stall instead of the accuracy suffering for many frames). With
+frame's worth (a machine faster than the budget banks no time for a later burst).
+
+Peaks are spread out rather than paid back at once: the time of a computed frame beyond the median, as far
+as such peaks recur (G-FRTM's target model re-optimises every 8th computed frame, at 3-5 times a frame's cost:
+up to the second-largest cost of the last 17 computed frames), and the time beyond one period of each path's
+first two frames (a warm-up, then its first measurement, decided without a measured cost: a first call at a
+new size is twice as slow or more) become a debt, paid back by a third of what each warped frame saves. Computed
+frames then come somewhat further apart for a while, instead of a run of 20 warped frames after each peak. A
+one-off stall (a slow disk) beyond that is forgiven: the rate falls short of F by the stall instead of the
+accuracy suffering for many frames; so is any delay beyond one computed frame's worth. With
 ``--budget-max-gap K`` an object computes at least every K frames whatever the time (for machines too slow for
 the target: the rate then gives way).
 
@@ -38,6 +45,7 @@ FPS = Param("fps", "--budget-fps", float, None, "the frame rate to hold (frames 
 MAX_GAP = Param("max_gap", "--budget-max-gap", int, 0,
                 "compute each object at least every K frames, even past the budget (0: never forced)", "K")
 COST_WINDOW = 9  # each path's cost: the median of its last 9 frames (a stall does not move it)
+PEAK_WINDOW = 17  # computed frames whose second-largest cost bounds the time paid back (a recurring peak)
 
 
 @register
@@ -54,7 +62,9 @@ class BudgetPolicy(_WarpPolicy):
         # computed? -> the last COST_WINDOW frame times (seconds) of that kind
         self.costs: Dict[bool, Deque[float]] = {True: deque(maxlen=COST_WINDOW), False: deque(maxlen=COST_WINDOW)}
         self.warmed: Dict[bool, bool] = {True: False, False: False}
+        self.peaks: Deque[float] = deque(maxlen=PEAK_WINDOW)  # the last computed frames' costs
         self.start: Optional[float] = None
+        self.debt = 0.0  # seconds of blind frames' excess not yet charged to the schedule
         self.frames = 0  # tracked frames decided so far
         self.index: Optional[int] = None  # the frame being decided and its decision
         self.computes = False
@@ -101,20 +111,46 @@ class BudgetPolicy(_WarpPolicy):
         if self.index is None:
             self.start = now
         else:
-            if self.warmed[self.computes]:
-                self.costs[self.computes].append(now - self.last_decision)
-            self.warmed[self.computes] = True  # each path's first frame is a warm-up: not a cost sample
-            self.frames += 1
+            self._close_frame(now - self.last_decision)
         self.index, self.last_decision = index, now
         # seconds behind the schedule at this frame's start (negative: ahead); at most one computed frame's time
-        # ahead (no bank for a later burst) or behind (a stall, e.g. the first call of a module, is forgiven
-        # beyond that instead of paid back by a long run of warped frames)
+        # either way: no bank for a later burst, and a delay beyond it (a stall, such as a slow disk) forgiven
+        # instead of paid back by a long run of warped frames
         lag = (now - self.start) - self.frames * self.period
         window = max(self.estimated_cost(True), self.period)
         if abs(lag) > window:  # move the schedule's start so that it is ``window`` seconds off, no more
             lag = window if lag > 0 else -window
             self.start = now - self.frames * self.period - lag
         self.computes = lag + self.estimated_cost(True) <= self.period
+
+    def _close_frame(self, elapsed: float) -> None:
+        """Account for the frame just done, which took ``elapsed`` seconds."""
+        computes = self.computes
+        estimate = self.estimated_cost(computes)
+        measured = bool(self.costs[computes])  # the frame was decided with a measured cost of its path
+        if self.warmed[computes]:
+            self.costs[computes].append(elapsed)
+            if computes:
+                self.peaks.append(elapsed)
+        self.warmed[computes] = True  # each path's first frame is a warm-up: not a cost sample
+        if not measured:  # decided blind: its time beyond one period becomes debt
+            excess = max(elapsed - self.period, 0.0)
+            self.start += excess
+            self.debt += excess
+        elif computes and elapsed > estimate:  # above the median: a peak; debt as far as peaks recur
+            excess = elapsed - estimate
+            recurring = max(sorted(self.peaks)[-2] - estimate, 0.0) if len(self.peaks) >= 2 else 0.0
+            self.start += excess
+            self.debt += min(excess, recurring)  # the rest (a one-off stall) is forgiven
+        self.frames += 1
+        # the debt is paid back by a third of what each warped frame saves: computed frames somewhat sparser for
+        # a while (at 30 fps about as long as G-FRTM's peaks take to recur) instead of a run of warps after a peak;
+        # a debt that grows beyond 4 times the largest peak cannot be paid back so and is forgiven beyond that
+        self.debt = min(self.debt, 4 * max(max(self.peaks, default=0.0), self.period))
+        saves = self.period - self.estimated_cost(False) if self.costs[False] else 0.0
+        pay = min(self.debt, max(saves, 0.0) / 3)
+        self.start -= pay
+        self.debt -= pay
 
     def decide(self, frame: ObjectFrame) -> PathKind:
         if frame.index != self.index:
