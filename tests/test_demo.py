@@ -116,6 +116,22 @@ def test_demo_on_a_frame_dir(checkpoint, clip, tmp_path):
     assert summary["reuse_rate"] == 0.0 and set("".join(summary["paths"].values())) == {"C"}
 
 
+def test_no_overlay_writes_masks_and_summary_only(checkpoint, clip, tmp_path):
+    """--no-overlay: the same masks, no overlay video or GIF (nor one left from an earlier run in that folder)."""
+    out = tmp_path / "o"
+    demo("--video", clip / "frames", "--mask", clip / "mask.png", "--model", checkpoint, "--pretrained", "none",
+         "--dev", "cpu", "--TH", "1", "--out", out)
+    assert (out / "overlay.mp4").is_file() and (out / "overlay.gif").is_file()
+    with_overlay = {p.name: p.read_bytes() for p in (out / "masks").glob("*.png")}
+    proc = demo("--video", clip / "frames", "--mask", clip / "mask.png", "--model", checkpoint, "--pretrained",
+                "none", "--dev", "cpu", "--TH", "1", "--no-overlay", "--out", out)
+    assert not (out / "overlay.mp4").exists() and not (out / "overlay.gif").exists()
+    assert "overlay.mp4" not in proc.stdout and "overlay.gif" not in proc.stdout
+    assert {p.name: p.read_bytes() for p in (out / "masks").glob("*.png")} == with_overlay
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["overlays"] is False and summary["frames"] == N
+
+
 def test_demo_errors_are_one_line(checkpoint, clip, tmp_path):
     def error(*args):
         proc = demo(*args, check=False)
