@@ -45,7 +45,7 @@ FPS = Param("fps", "--budget-fps", float, None, "the frame rate to hold (frames 
 MAX_GAP = Param("max_gap", "--budget-max-gap", int, 0,
                 "compute each object at least every K frames, even past the budget (0: never forced)", "K")
 COST_WINDOW = 9  # each path's cost: the median of its last 9 frames (a stall does not move it)
-PEAK_WINDOW = 17  # computed frames whose second-largest cost bounds the time paid back (a recurring peak)
+PEAK_WINDOW = 17  # the computed frames whose second-largest cost bounds the time paid back (a recurring peak)
 
 
 @register
@@ -59,12 +59,12 @@ class BudgetPolicy(_WarpPolicy):
         super().__init__(config)
         self.clock: Callable[[], float] = time.perf_counter  # tests replace it
         self.period = 1.0 / float(self.values["fps"])
-        # computed? -> the last COST_WINDOW frame times (seconds) of that kind
-        self.costs: Dict[bool, Deque[float]] = {True: deque(maxlen=COST_WINDOW), False: deque(maxlen=COST_WINDOW)}
+        # computed? -> the last frame times (seconds) of that kind: PEAK_WINDOW computed ones (the estimate takes
+        # the last COST_WINDOW of them), COST_WINDOW warped ones
+        self.costs: Dict[bool, Deque[float]] = {True: deque(maxlen=PEAK_WINDOW), False: deque(maxlen=COST_WINDOW)}
         self.warmed: Dict[bool, bool] = {True: False, False: False}
-        self.peaks: Deque[float] = deque(maxlen=PEAK_WINDOW)  # the last computed frames' costs
         self.start: Optional[float] = None
-        self.debt = 0.0  # seconds of blind frames' excess not yet charged to the schedule
+        self.debt = 0.0  # seconds taken out of the schedule (blind frames' and peaks' excess) not yet paid back
         self.frames = 0  # tracked frames decided so far
         self.index: Optional[int] = None  # the frame being decided and its decision
         self.computes = False
@@ -101,7 +101,7 @@ class BudgetPolicy(_WarpPolicy):
         :data:`COST_WINDOW` measurements, their minimum while there are fewer than 3; 0 before any. The first
         frame of each path is not measured: a first call's warm-up (oneDNN building its kernels for a new size,
         a module read from disk) must not stop computing for many frames."""
-        costs = self.costs[computes]
+        costs = list(self.costs[computes])[-COST_WINDOW:]
         if not costs:
             return 0.0
         return statistics.median(costs) if len(costs) >= 3 else min(costs)
@@ -130,23 +130,22 @@ class BudgetPolicy(_WarpPolicy):
         measured = bool(self.costs[computes])  # the frame was decided with a measured cost of its path
         if self.warmed[computes]:
             self.costs[computes].append(elapsed)
-            if computes:
-                self.peaks.append(elapsed)
         self.warmed[computes] = True  # each path's first frame is a warm-up: not a cost sample
-        if not measured:  # decided blind: its time beyond one period becomes debt
-            excess = max(elapsed - self.period, 0.0)
-            self.start += excess
-            self.debt += excess
-        elif computes and elapsed > estimate:  # above the median: a peak; debt as far as peaks recur
+        peaks = sorted(self.costs[True])
+        # time taken out of the lag, and the part of it owed (paid back slowly below; the rest is forgiven)
+        excess = owed = 0.0
+        if not measured:  # decided blind: its time beyond one period, all owed
+            excess = owed = max(elapsed - self.period, 0.0)
+        elif computes and elapsed > estimate:  # above the median: a peak, owed as far as peaks recur
             excess = elapsed - estimate
-            recurring = max(sorted(self.peaks)[-2] - estimate, 0.0) if len(self.peaks) >= 2 else 0.0
-            self.start += excess
-            self.debt += min(excess, recurring)  # the rest (a one-off stall) is forgiven
+            owed = min(excess, max(peaks[-2] - estimate, 0.0) if len(peaks) >= 2 else 0.0)  # beyond: a one-off stall
+        self.start += excess
+        self.debt += owed
         self.frames += 1
         # the debt is paid back by a third of what each warped frame saves: computed frames somewhat sparser for
         # a while (at 30 fps about as long as G-FRTM's peaks take to recur) instead of a run of warps after a peak;
         # a debt that grows beyond 4 times the largest peak cannot be paid back so and is forgiven beyond that
-        self.debt = min(self.debt, 4 * max(max(self.peaks, default=0.0), self.period))
+        self.debt = min(self.debt, 4 * max(peaks[-1] if peaks else 0.0, self.period))
         saves = self.period - self.estimated_cost(False) if self.costs[False] else 0.0
         pay = min(self.debt, max(saves, 0.0) / 3)
         self.start -= pay
